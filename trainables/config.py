@@ -1,0 +1,256 @@
+"""Validated configuration of one trial: model, data, teacher, training, λ policy and evaluation.
+
+Every knob has a default and a range; unknown keys are errors. The sweep file (`tuner.spec`)
+composes these sections, and each Tune trial receives them as a plain dict it re-validates.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from trainables.tasks.schema import (
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_SHOTS,
+    LANGS,
+    TASKS,
+)
+
+Condition = Literal["base", "fewshot", "sft", "distill", "control"]
+CONDITIONS: tuple[str, ...] = ("base", "fewshot", "sft", "distill", "control")
+#: Conditions that train a student (the others only evaluate the untrained model).
+TRAINING_CONDITIONS: tuple[str, ...] = ("sft", "distill", "control")
+
+TeacherMode = Literal["fewshot", "zeroshot", "checkpoint"]
+KdLoss = Literal["forward_kl", "topk_kl", "reverse_kl", "jsd", "mse_logits"]
+
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are rejected, values validated on assignment."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, protected_namespaces=())
+
+
+class TinyModelConfig(Section):
+    """Shape of the embedded default model (a small Llama built from a config)."""
+
+    vocab_size: int = Field(2048, ge=300, le=65536)
+    hidden_size: int = Field(96, ge=16, le=128)
+    num_layers: int = Field(2, ge=1, le=8)
+    num_heads: int = Field(4, ge=1, le=16)
+    intermediate_size: int = Field(256, ge=16, le=1024)
+    max_positions: int = Field(2048, ge=128, le=8192)
+    init_seed: int = Field(0, ge=0)
+
+
+class ModelConfig(Section):
+    """Which causal LM to distil into, and how the student is fine-tuned."""
+
+    name: str = Field("tiny", min_length=1, description="'tiny', a Hugging Face model id, or a local path")
+    revision: str | None = None
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    finetune: Literal["lora", "full"] = "lora"
+    lora_r: int = Field(16, ge=1, le=1024)
+    lora_alpha: float = Field(32.0, gt=0, le=4096)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    lora_targets: list[str] = Field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+    tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
+
+
+class DataConfig(Section):
+    """Where examples come from, how many, and how prompts are bounded."""
+
+    source: str = Field("synthetic", description="'synthetic', 'hub', or 'local:<dir>'")
+    tasks: list[str] = Field(default_factory=lambda: list(TASKS))
+    train_lang: str = "en"
+    eval_langs: list[str] = Field(default_factory=lambda: list(LANGS))
+    max_train_per_task: int = Field(5000, ge=1, le=1_000_000)
+    synthetic_sizes: dict[str, int] = Field(
+        default_factory=lambda: {"train": 2000, "dev": 200, "test": 200},
+        description="records generated per task, language and split by the synthetic source",
+    )
+    shots: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_SHOTS))
+    max_student_len: int = Field(512, ge=16, le=32768)
+    max_teacher_len: int = Field(2048, ge=16, le=131072)
+    seed: int = Field(42, ge=0)
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if v in ("synthetic", "hub") or (v.startswith("local:") and len(v) > len("local:")):
+            return v
+        raise ValueError(f"must be 'synthetic', 'hub' or 'local:<dir>', got {v!r}")
+
+    @field_validator("tasks")
+    @classmethod
+    def _tasks(cls, v: list[str]) -> list[str]:
+        bad = [t for t in v if t not in TASKS]
+        if bad or not v:
+            raise ValueError(f"unknown task(s) {bad or v}; allowed: {', '.join(TASKS)}")
+        return list(dict.fromkeys(v))
+
+    @field_validator("train_lang")
+    @classmethod
+    def _train_lang(cls, v: str) -> str:
+        if v not in LANGS:
+            raise ValueError(f"unknown language {v!r}; allowed: {', '.join(LANGS)}")
+        return v
+
+    @field_validator("eval_langs")
+    @classmethod
+    def _eval_langs(cls, v: list[str]) -> list[str]:
+        bad = [lang for lang in v if lang not in LANGS]
+        if bad or not v:
+            raise ValueError(f"unknown language(s) {bad or v}; allowed: {', '.join(LANGS)}")
+        return list(dict.fromkeys(v))
+
+    @field_validator("shots")
+    @classmethod
+    def _shots(cls, v: dict[str, int]) -> dict[str, int]:
+        for task, k in v.items():
+            if task not in TASKS:
+                raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+            if not 0 <= k <= 32:
+                raise ValueError(f"shots for {task} must be in [0, 32], got {k}")
+        return {**DEFAULT_SHOTS, **v}
+
+    @field_validator("synthetic_sizes")
+    @classmethod
+    def _sizes(cls, v: dict[str, int]) -> dict[str, int]:
+        for split, n in v.items():
+            if split not in ("train", "dev", "test"):
+                raise ValueError(f"unknown split {split!r}; allowed: train, dev, test")
+            if not 1 <= n <= 1_000_000:
+                raise ValueError(f"synthetic size for {split} must be in [1, 1000000], got {n}")
+        return {"train": 2000, "dev": 200, "test": 200, **v}
+
+
+class TeacherConfig(Section):
+    """The teacher whose top-K log-probs are cached once per sweep."""
+
+    top_k: int = Field(256, ge=1, le=4096)
+    checkpoint: str | None = Field(None, description="model path for teacher mode 'checkpoint'")
+    checkpoint_shots: bool = Field(False, description="show the checkpoint teacher the k-shot prompt")
+    batch_size: int = Field(16, ge=1, le=4096)
+    use_gpu: bool = False
+    cache_dir: str | None = Field(None, description="default: <storage>/teacher_cache")
+
+
+class TrainConfig(Section):
+    """The student's optimisation: steps, batch, optimiser and the KD loss."""
+
+    steps: int = Field(1000, ge=0, le=10_000_000)
+    batch_size: int = Field(8, ge=1, le=4096, description="global batch (split over workers)")
+    lr: float = Field(2e-4, gt=0, le=1.0)
+    weight_decay: float = Field(0.01, ge=0, le=1.0)
+    warmup_steps: int = Field(50, ge=0, le=1_000_000)
+    grad_clip: float = Field(1.0, ge=0, le=1e6)
+    kd_loss: KdLoss = "forward_kl"
+    kd_temperature: float = Field(1.0, gt=0, le=100)
+    jsd_beta: float = Field(0.5, gt=0, lt=1)
+    kd_alignment: Literal["causal", "legacy"] = "causal"
+    eval_every: int = Field(100, ge=1, le=10_000_000)
+    seed: int = Field(42, ge=0)
+
+
+class EvalConfig(Section):
+    """Per (task, language) evaluation: subset sizes, decoding, scoring mode."""
+
+    dev_per_pair: int = Field(50, ge=1, le=100_000)
+    test_per_pair: int = Field(500, ge=1, le=100_000)
+    test_split: Literal["test", "dev"] = "test"
+    batch_size: int = Field(32, ge=1, le=4096)
+    max_new_tokens: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_MAX_NEW_TOKENS))
+    mode: Literal["generate", "score"] = "generate"
+    save_predictions: bool = True
+
+    @field_validator("max_new_tokens")
+    @classmethod
+    def _max_new(cls, v: dict[str, int]) -> dict[str, int]:
+        for task, n in v.items():
+            if task not in TASKS:
+                raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+            if not 1 <= n <= 4096:
+                raise ValueError(f"max_new_tokens for {task} must be in [1, 4096], got {n}")
+        return {**DEFAULT_MAX_NEW_TOKENS, **v}
+
+
+class PolicyConfig(Section):
+    """A λ policy: the KD weight added to CE (loss = CE + λ·KD), by name and parameters."""
+
+    name: str = "fixed"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class VariantConfig(Section):
+    """One cell of the sweep's table: a condition crossed with a λ policy."""
+
+    condition: Condition = "distill"
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    label: str = ""
+    teacher_mode: TeacherMode | None = Field(None, description="default: from the condition")
+    protected: bool = Field(False, description="never stopped early by the scheduler (baselines)")
+
+    @model_validator(mode="after")
+    def _defaults(self) -> "VariantConfig":
+        if self.teacher_mode is None and self.condition in ("distill", "control"):
+            object.__setattr__(self, "teacher_mode", "fewshot" if self.condition == "distill" else "zeroshot")
+        if not self.label:
+            object.__setattr__(self, "label", default_label(self))
+        return self
+
+    @property
+    def trains(self) -> bool:
+        """Whether this variant trains a student."""
+        return self.condition in TRAINING_CONDITIONS
+
+    @property
+    def uses_teacher(self) -> bool:
+        """Whether this variant reads a teacher cache."""
+        return self.condition in ("distill", "control")
+
+
+def default_label(v: VariantConfig) -> str:
+    """A short human label for a variant, e.g. 'distill λ=0.05'."""
+    if not v.uses_teacher:
+        return v.condition
+    if v.policy.name == "fixed":
+        lam = v.policy.params.get("lam", 0.0)
+        return f"{v.condition} λ={lam:g}"
+    return f"{v.condition} {v.policy.name}"
+
+
+class ResourcesConfig(Section):
+    """What one trial asks of the cluster."""
+
+    num_workers: int = Field(1, ge=1, le=1024)
+    use_gpu: bool = False
+    cpus_per_worker: float = Field(1.0, gt=0, le=256)
+    gpus_per_worker: float = Field(1.0, gt=0, le=8, description="fractions share one GPU between trials")
+    max_concurrent_trials: int | None = Field(None, ge=1, le=10_000, description="default: from cluster")
+
+    @model_validator(mode="after")
+    def _fractional(self) -> "ResourcesConfig":
+        if self.use_gpu and self.gpus_per_worker < 1 and self.num_workers > 1:
+            raise ValueError("fractional gpus_per_worker needs num_workers=1 (two ranks on one GPU break NCCL)")
+        return self
+
+
+class TrialConfig(Section):
+    """Everything one trial needs, as the Tune driver function receives it."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    variant: VariantConfig = Field(default_factory=VariantConfig)
+    #: Filled by the sweep: where the experiment lives and where the teacher caches are.
+    experiment_dir: str = ""
+    cache_paths: dict[str, str] = Field(default_factory=dict)

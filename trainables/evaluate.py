@@ -1,0 +1,152 @@
+"""Evaluation per task × language: greedy generation (or label scoring), parsing, metrics.
+
+Reports `<task>/<lang>/<metric>` (0–100), `<task>/<lang>/parse_fail` (% of outputs that could
+not be parsed; they count as wrong), `<task>/avg` (the headline metric averaged over the
+task's languages) and `avg` (the mean of the task averages).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from trainables.alignment import Encoded, collate, encode, encode_prompt
+from trainables.config import TrialConfig
+from trainables.data import available_langs, close_with_eos, fewshot_encoding, load_records, subset
+from trainables.models import AnswerSpanLM, causal_lm
+from trainables.prompts import render
+from trainables.tasks import get_task, metric
+from trainables.tasks.schema import HEADLINE_METRIC, Record
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One evaluation example: task, language, record and its prompt's token ids."""
+
+    task: str
+    lang: str
+    record: Record
+    prompt_ids: tuple[int, ...]
+
+
+def eval_items(cfg: TrialConfig, tokenizer: Any, split: str, n_per_pair: int, fewshot: bool) -> list[EvalItem]:
+    """The deterministic evaluation subset: n examples per available (task, language).
+
+    With `fewshot`, each prompt shows k demonstrations drawn from the same language's dev split
+    (the untrained teacher, evaluated)."""
+    items: list[EvalItem] = []
+    for task in cfg.data.tasks:
+        for lang in available_langs(cfg.data, task):
+            records = subset(load_records(cfg.data, task, lang, split), n_per_pair, cfg.data.seed)
+            pool = load_records(cfg.data, task, lang, "dev") if fewshot else []
+            for i, r in enumerate(records):
+                if fewshot:
+                    enc = fewshot_encoding(tokenizer, task, r, pool, cfg.data.shots[task], cfg.data.seed, i,
+                                           cfg.data.max_teacher_len)
+                    ids = enc.input_ids[:enc.answer_start]
+                else:
+                    ids = encode_prompt(tokenizer, render(tokenizer, task, r).prompt)
+                items.append(EvalItem(task, lang, r, ids))
+    return items
+
+
+@torch.no_grad()
+def generate(model: nn.Module, tokenizer: Any, prompts: Sequence[tuple[int, ...]], max_new_tokens: int,
+             batch_size: int, device: torch.device) -> list[str]:
+    """Greedy continuations of token-id prompts (left-padded batches, sorted by length)."""
+    lm = causal_lm(model)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    out: list[str] = [""] * len(prompts)
+    pad = tokenizer.pad_token_id
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        width = max(len(prompts[i]) for i in idx)
+        ids = torch.full((len(idx), width), pad, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, i in enumerate(idx):
+            p = prompts[i]
+            ids[row, width - len(p):] = torch.tensor(p)
+            mask[row, width - len(p):] = 1
+        gen = lm.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
+                          do_sample=False, pad_token_id=pad)
+        for row, i in enumerate(idx):
+            out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True)
+    return out
+
+
+@torch.no_grad()
+def score_choices(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], batch_size: int,
+                  device: torch.device) -> list[str]:
+    """For classification items: the answer string whose tokens have the highest total log-likelihood."""
+    span = AnswerSpanLM(model)
+    eos = close_with_eos(tokenizer)
+    chosen: list[str] = []
+    for item in items:
+        choices = get_task(item.task).choices
+        if not choices:
+            raise ValueError(f"eval.mode=score supports classification tasks only, not {item.task}")
+        encs = []
+        for c in choices:
+            # The candidate's answer tokens, appended to the item's own prompt (zero- or few-shot).
+            rp = render(tokenizer, item.task, {**item.record, **_as_gold(item.task, c)})
+            answer_ids = encode(tokenizer, rp.prompt, rp.answer, eos).answer_ids
+            encs.append(Encoded(item.prompt_ids + answer_ids, len(item.prompt_ids)))
+        b = collate(encs, tokenizer.pad_token_id, "right").to(device)
+        logp = torch.log_softmax(span(b.input_ids, b.attention_mask, b.position_ids, b.rows, b.cols).float(), -1)
+        tok = logp.gather(-1, b.targets[:, None]).squeeze(-1)
+        totals = torch.zeros(len(choices), device=tok.device).index_add_(0, b.rows, tok)
+        chosen.append(choices[int(totals.argmax())])
+    return chosen
+
+
+def _as_gold(task: str, choice: str) -> dict[str, Any]:
+    """Record fields that make `choice` the gold answer (used to render a candidate answer)."""
+    from trainables.tasks.schema import PA_ANSWERS
+
+    return {"label": PA_ANSWERS.index(choice)} if task == "pa" else {"label": choice}
+
+
+def evaluate(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: TrialConfig,
+             device: torch.device) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Metrics over `items` and one prediction row per example."""
+    was_training = model.training
+    model.eval()
+    rows: list[dict[str, Any]] = []
+    metrics: dict[str, float] = {}
+    try:
+        for task in cfg.data.tasks:
+            spec = get_task(task)
+            task_items = [it for it in items if it.task == task]
+            if not task_items:
+                continue
+            if cfg.eval.mode == "score" and spec.choices:
+                picks = score_choices(model, tokenizer, task_items, cfg.eval.batch_size, device)
+                texts = [" " + p for p in picks]
+            else:
+                texts = generate(model, tokenizer, [it.prompt_ids for it in task_items],
+                                 cfg.eval.max_new_tokens[task], cfg.eval.batch_size, device)
+            per_lang: dict[str, float] = {}
+            for lang in dict.fromkeys(it.lang for it in task_items):
+                pairs = [(it, t) for it, t in zip(task_items, texts) if it.lang == lang]
+                parsed = [spec.parse(t, it.record) for it, t in pairs]
+                preds = [p.prediction for p in parsed]
+                refs = [spec.reference(it.record) for it, _ in pairs]
+                scores = metric(task, lang, preds, refs)
+                for name, value in scores.items():
+                    metrics[f"{task}/{lang}/{name}"] = float(value)
+                metrics[f"{task}/{lang}/parse_fail"] = 100.0 * sum(p.failed for p in parsed) / len(parsed)
+                per_lang[lang] = float(scores[HEADLINE_METRIC[task]])
+                for (it, text), p, ref in zip(pairs, parsed, refs):
+                    rows.append({"task": task, "lang": lang, "example_id": it.record["id"], "output": text,
+                                 "prediction": json.dumps(p.prediction, ensure_ascii=False),
+                                 "reference": json.dumps(ref, ensure_ascii=False), "parse_failed": p.failed})
+            metrics[f"{task}/avg"] = sum(per_lang.values()) / len(per_lang)
+        task_avgs = [v for k, v in metrics.items() if k.endswith("/avg")]
+        metrics["avg"] = sum(task_avgs) / len(task_avgs) if task_avgs else 0.0
+    finally:
+        model.train(was_training)
+    return metrics, rows

@@ -1,0 +1,254 @@
+"""Model and tokenizer from a Hugging Face name or path, the embedded tiny default, LoRA, and the
+answer-span forward that computes vocabulary logits only where a loss or metric needs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch import nn
+
+from trainables.config import ModelConfig, TinyModelConfig
+
+TINY = "tiny"
+#: Bump when the tiny default's tokenizer corpus or architecture recipe changes.
+TINY_VERSION = "v1"
+
+
+class ModelUnavailable(RuntimeError):
+    """A model or tokenizer could not be loaded (one line, names the alternatives)."""
+
+
+def lamtune_home() -> Path:
+    """Directory for lamtune's on-disk artifacts (the tiny default): $LAMTUNE_HOME or ~/.cache/lamtune."""
+    return Path(os.environ.get("LAMTUNE_HOME", Path.home() / ".cache" / "lamtune"))
+
+
+# --------------------------------------------------------------------------- the tiny default
+
+
+def tiny_model_dir(cfg: TinyModelConfig) -> Path:
+    """Where the tiny default (tokenizer + initial weights) for this shape lives on disk."""
+    key = json.dumps({"v": TINY_VERSION, **cfg.model_dump()}, sort_keys=True)
+    return lamtune_home() / "tiny" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def ensure_tiny_model(cfg: TinyModelConfig) -> Path:
+    """Build (once) and return the directory of the tiny default: a BPE tokenizer trained on the
+    synthetic tasks and a randomly initialised small Llama saved with `save_pretrained`."""
+    target = tiny_model_dir(cfg)
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    try:
+        tokenizer = _train_tiny_tokenizer(cfg.vocab_size)
+        tokenizer.save_pretrained(tmp)
+        _build_tiny_llama(cfg, tokenizer).save_pretrained(tmp)
+        try:
+            os.rename(tmp, target)  # atomic: a concurrent builder's result wins, ours is dropped
+        except OSError:
+            if not (target / "config.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _tokenizer_corpus() -> list[str]:
+    """Text the tiny tokenizer is trained on: synthetic records of every task and language, rendered."""
+    from trainables.prompts import _plain_text, build_messages
+    from trainables.tasks import get_task
+    from trainables.tasks import synthetic
+    from trainables.tasks.schema import LANGS, TASKS
+
+    lines = list(synthetic.corpus(seed=0))
+    for task in TASKS:
+        for lang in LANGS:
+            records = synthetic.generate(task, lang, "train", 20, seed=0)
+            for r in records:
+                msgs = build_messages(task, r, records[:1])
+                lines.append(_plain_text(msgs) + " " + get_task(task).answer(r))
+    return lines
+
+
+def _train_tiny_tokenizer(vocab_size: int) -> Any:
+    """A byte-level BPE tokenizer with <pad>, <s>, </s>, trained on the synthetic corpus."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<pad>", "<s>", "</s>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_tokenizer_corpus(), trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", padding_side="right"
+    )
+
+
+def _build_tiny_llama(cfg: TinyModelConfig, tokenizer: Any) -> nn.Module:
+    """A randomly initialised LlamaForCausalLM of the configured shape (seeded)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_positions,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=False,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(cfg.init_seed)
+        return LlamaForCausalLM(config)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def model_path(cfg: ModelConfig) -> str:
+    """The name or path `from_pretrained` should load for this config (builds the tiny default)."""
+    return str(ensure_tiny_model(cfg.tiny)) if cfg.name == TINY else cfg.name
+
+
+def model_identity(cfg: ModelConfig) -> str:
+    """A stable identity of the base model's weights (name + revision, or the tiny shape hash)."""
+    if cfg.name == TINY:
+        return f"tiny:{tiny_model_dir(cfg.tiny).name}"
+    return f"{cfg.name}@{cfg.revision or 'main'}"
+
+
+def _unavailable(cfg: ModelConfig, what: str, err: Exception) -> ModelUnavailable:
+    return ModelUnavailable(
+        f"model.name {cfg.name!r}: cannot load the {what} ({type(err).__name__}); the Hugging Face hub "
+        "is unreachable or the name is wrong. Use a local path (--set model.name=/path/to/model) or the "
+        "built-in default (--set model.name=tiny); for data use data.source=local:<dir> or synthetic."
+    )
+
+
+def load_tokenizer(cfg: ModelConfig) -> Any:
+    """The tokenizer for this model, with a pad token (eos when the model has none)."""
+    from transformers import AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(model_path(cfg), revision=cfg.revision)
+    except (OSError, ValueError, ConnectionError) as err:
+        raise _unavailable(cfg, "tokenizer", err) from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """The torch dtype for a config's dtype name ('auto': bf16 on a GPU that has it, else fp32)."""
+    if name == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    return getattr(torch, name)
+
+
+def load_model(cfg: ModelConfig, device: torch.device, trainable: bool, path: str | None = None) -> nn.Module:
+    """The causal LM on `device`; with `trainable` and finetune=lora, wrapped with LoRA adapters."""
+    from transformers import AutoModelForCausalLM
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            path or model_path(cfg), revision=None if path else cfg.revision, dtype=resolve_dtype(cfg.dtype, device)
+        )
+    except (OSError, ValueError, ConnectionError) as err:
+        raise _unavailable(cfg, "model", err) from None
+    model.to(device)
+    if not trainable:
+        model.eval().requires_grad_(False)
+        return model
+    if cfg.finetune == "lora":
+        model = add_lora(model, cfg)
+    return model
+
+
+def add_lora(model: nn.Module, cfg: ModelConfig) -> nn.Module:
+    """The model wrapped with PEFT LoRA adapters on the configured projections that it has."""
+    from peft import LoraConfig, get_peft_model
+
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    targets = [t for t in cfg.lora_targets if t in present]
+    if not targets:
+        raise ValueError(f"model.lora_targets {cfg.lora_targets} match no module of {cfg.name!r}")
+    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                      target_modules=targets, task_type="CAUSAL_LM")
+    return get_peft_model(model, lora)
+
+
+def causal_lm(model: nn.Module) -> nn.Module:
+    """The underlying `*ForCausalLM` of a plain, PEFT-wrapped or DDP-wrapped model."""
+    while True:
+        if hasattr(model, "module") and isinstance(model.module, nn.Module):  # DDP
+            model = model.module
+        elif hasattr(model, "get_base_model"):  # PEFT
+            model = model.get_base_model()
+        else:
+            return model
+
+
+@contextlib.contextmanager
+def adapters_disabled(model: nn.Module) -> Iterator[None]:
+    """Run the base model without its LoRA adapters (the teacher, with no second copy in memory)."""
+    peft = model.module if hasattr(model, "module") else model
+    if hasattr(peft, "disable_adapter"):
+        with peft.disable_adapter():
+            yield
+    else:
+        yield
+
+
+class AnswerSpanLM(nn.Module):
+    """Runs the decoder over whole sequences but the vocabulary head only at chosen positions.
+
+    forward(input_ids [B,T], attention_mask [B,T], position_ids [B,T], rows [N], cols [N])
+    → logits [N, V] at positions (rows[i], cols[i]). Wrap this module (not the inner model) in
+    DDP so that gradient synchronisation sees the call.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        position_ids: torch.Tensor,
+        rows: torch.Tensor,
+        cols: torch.Tensor,
+    ) -> torch.Tensor:
+        """Vocabulary logits [N, V] at the (row, col) positions."""
+        lm = causal_lm(self.model)
+        hidden = lm.get_decoder()(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
+        logits = lm.get_output_embeddings()(hidden[rows, cols])
+        cap = getattr(lm.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits

@@ -1,0 +1,125 @@
+"""Build the teacher caches a sweep needs: run each teacher once over every training example and
+keep its top-K log-probs (+ tail mass) at the positions that predict the answer tokens.
+
+Modes: `fewshot` (the base model shown k demonstrations from the English training pool),
+`zeroshot` (the base model shown the student's prompt: the control), `checkpoint` (a separate
+model given by path, zero-shot unless teacher.checkpoint_shots).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+from trainables.alignment import Encoded, collate
+from trainables.config import TrialConfig
+from trainables.data import TrainExample, teacher_encoding, training_pools, training_set
+from trainables.models import AnswerSpanLM, load_model, load_tokenizer, model_identity
+from trainables.prompts import TEMPLATE_VERSION
+from trainables.teacher.cache import CacheWriter, TokenRows, fingerprint, is_complete
+
+log = logging.getLogger(__name__)
+
+TEACHER_MODES: tuple[str, ...] = ("fewshot", "zeroshot", "checkpoint")
+
+
+def cache_key(cfg: TrialConfig, mode: str) -> dict[str, Any]:
+    """Every setting that changes a teacher cache's numbers or its set of examples."""
+    if mode not in TEACHER_MODES:
+        raise ValueError(f"teacher mode must be one of {', '.join(TEACHER_MODES)}, got {mode!r}")
+    if mode == "checkpoint" and not cfg.teacher.checkpoint:
+        raise ValueError("teacher mode 'checkpoint' needs teacher.checkpoint (a model path)")
+    d = cfg.data
+    uses_shots = mode == "fewshot" or (mode == "checkpoint" and cfg.teacher.checkpoint_shots)
+    return {
+        "model": model_identity(cfg.model),
+        "teacher_model": cfg.teacher.checkpoint if mode == "checkpoint" else "base",
+        "template": TEMPLATE_VERSION,
+        "mode": mode,
+        "shots": {t: d.shots[t] for t in d.tasks} if uses_shots else 0,
+        "shot_seed": d.seed,
+        "top_k": cfg.teacher.top_k,
+        "alignment": cfg.train.kd_alignment,
+        "data": {"source": d.source, "tasks": d.tasks, "train_lang": d.train_lang,
+                 "max_train_per_task": d.max_train_per_task, "max_student_len": d.max_student_len,
+                 "max_teacher_len": d.max_teacher_len, "synthetic_sizes": d.synthetic_sizes, "seed": d.seed},
+    }
+
+
+def cache_dir(cfg: TrialConfig, root: str | Path, mode: str) -> Path:
+    """Directory of the cache for this config and teacher mode under `root`."""
+    return Path(root) / f"{mode}-{fingerprint(cache_key(cfg, mode))}"
+
+
+@torch.no_grad()
+def teacher_rows(
+    span_lm: AnswerSpanLM, encodings: Sequence[Encoded], pad_id: int, top_k: int, batch_size: int,
+    device: torch.device, alignment: str = "causal",
+) -> list[TokenRows]:
+    """Top-K statistics of the teacher at each example's answer tokens (batched by length)."""
+    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].input_ids))
+    out: list[TokenRows | None] = [None] * len(encodings)
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        batch = collate([encodings[i] for i in idx], pad_id, "right", alignment).to(device)
+        logits = span_lm(batch.input_ids, batch.attention_mask, batch.position_ids, batch.rows, batch.kd_cols)
+        logp = torch.log_softmax(logits.float(), dim=-1)  # [N, V]
+        lse = torch.logsumexp(logits.float(), dim=-1)
+        k = min(top_k, logp.shape[-1])
+        top_lp, top_ids = logp.topk(k, dim=-1)
+        covered = torch.logsumexp(top_lp, dim=-1).clamp(max=0.0)
+        # log(1 - exp(covered)), stable near 0; -inf when the top-K hold all the mass.
+        tail = torch.where(covered > -0.6931, torch.log(-torch.expm1(covered)), torch.log1p(-covered.exp()))
+        entropy = -(logp.exp() * logp).sum(-1)
+        gold_lp = logp.gather(-1, batch.targets[:, None]).squeeze(-1)
+        cpu = {n: t.cpu().numpy() for n, t in dict(
+            ids=top_ids.int(), lp=top_lp.half(), tail=tail, lse=lse, gold=batch.targets.int(),
+            gold_lp=gold_lp, ent=entropy).items()}
+        bounds = np.concatenate([[0], np.cumsum([encodings[i].answer_len for i in idx])])
+        for j, i in enumerate(idx):
+            s, e = bounds[j], bounds[j + 1]
+            out[i] = TokenRows(cpu["ids"][s:e], cpu["lp"][s:e], cpu["tail"][s:e].astype(np.float32),
+                               cpu["lse"][s:e].astype(np.float32), cpu["gold"][s:e],
+                               cpu["gold_lp"][s:e].astype(np.float32), cpu["ent"][s:e].astype(np.float32))
+    return [r for r in out if r is not None]
+
+
+def build_cache(cfg: TrialConfig, root: str | Path, mode: str, device: str | None = None) -> Path:
+    """Build (unless already complete) the cache of one teacher mode and return its directory."""
+    directory = cache_dir(cfg, root, mode)
+    if is_complete(directory):
+        log.info("teacher cache %s already built", directory)
+        return directory
+    dev = torch.device(device or ("cuda" if cfg.teacher.use_gpu and torch.cuda.is_available() else "cpu"))
+    tokenizer = load_tokenizer(cfg.model)
+    pools = training_pools(cfg)
+    examples = training_set(cfg, tokenizer, pools)
+    path = cfg.teacher.checkpoint if mode == "checkpoint" else None
+    model = load_model(cfg.model, dev, trainable=False, path=path)
+    if model.config.vocab_size < len(tokenizer) and mode == "checkpoint":
+        raise ValueError("teacher.checkpoint has a smaller vocabulary than the student's tokenizer")
+    span_lm = AnswerSpanLM(model)
+    shots = mode == "fewshot" or (mode == "checkpoint" and cfg.teacher.checkpoint_shots)
+    writer = CacheWriter(directory, cache_key(cfg, mode), cfg.teacher.top_k)
+    started, n_tokens, n_teacher_tokens = time.perf_counter(), 0, 0
+    for task in cfg.data.tasks:
+        task_examples: list[TrainExample] = [e for e in examples if e.task == task]
+        encs = [teacher_encoding(cfg, tokenizer, e, pools[task], shots) for e in task_examples]
+        for e, t in zip(task_examples, encs):
+            if t.answer_ids != e.student.answer_ids:  # guaranteed by construction; checked anyway
+                raise AssertionError(f"teacher and student answer tokens differ for {e.key}")
+        rows = teacher_rows(span_lm, encs, tokenizer.pad_token_id, cfg.teacher.top_k, cfg.teacher.batch_size,
+                            dev, cfg.train.kd_alignment)
+        writer.write_task(task, [e.record["id"] for e in task_examples], rows)
+        n_tokens += sum(len(r.gold_id) for r in rows)
+        n_teacher_tokens += sum(len(t.input_ids) for t in encs)
+    seconds = time.perf_counter() - started
+    writer.finish({"stats": {"seconds": seconds, "answer_tokens": n_tokens, "teacher_tokens": n_teacher_tokens,
+                             "device": str(dev)}})
+    log.info("built teacher cache %s: %d answer tokens in %.1fs", directory, n_tokens, seconds)
+    return directory

@@ -1,0 +1,43 @@
+"""The Tune driver function: one trial = one `TorchTrainer` run of `loop.train_loop_per_worker`.
+
+Ray 2.60 (Train V2): Tune no longer takes a trainer directly. Each trial is this function; it
+builds a TorchTrainer whose reports reach Tune through `TuneReportCallback` (rank 0's metrics
+become one Tune result row, which ASHA acts on). GPUs are reserved by the inner ScalingConfig.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from trainables.config import TrialConfig
+
+
+def run_trial(config: dict[str, Any]) -> None:
+    """Run one trial (a condition × λ policy) as a TorchTrainer inside the Tune session."""
+    import ray.tune
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from trainables.loop import train_loop_per_worker
+
+    cfg = TrialConfig.model_validate(config["trial"])
+    trial_name = ray.tune.get_context().get_trial_name() or "trial"
+    r = cfg.resources
+    per_worker: dict[str, float] = {"CPU": r.cpus_per_worker}
+    if r.use_gpu:
+        per_worker["GPU"] = r.gpus_per_worker
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"trial": cfg.model_dump(), "trial_name": trial_name},
+        scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu, resources_per_worker=per_worker),
+        run_config=RunConfig(
+            # Deterministic name: a restored sweep's trial finds its own run again.
+            name=f"train-{trial_name}",
+            storage_path=str(Path(cfg.experiment_dir) / "train_runs"),
+            callbacks=[TuneReportCallback()],
+            failure_config=FailureConfig(max_failures=0),
+        ),
+    )
+    trainer.fit()

@@ -1,0 +1,116 @@
+"""An experiment directory's trials → one tidy dataframe (`results.parquet`).
+
+One row per trial × split × task × language × metric × report, with the trial's condition and
+λ settings as columns. Keys reported by the loop map to rows as follows:
+
+    [test/]<task>/<lang>/<metric>  → split dev|test, task, lang, metric
+    [test/]<task>/avg              → lang "avg", metric "headline"
+    [test/]avg                     → task "all", lang "avg", metric "headline"
+    train/<name>                   → split train, task "all", lang "all", metric name
+    lambda/<task>/mean             → split train, task, lang "all", metric "lambda"
+    diag/<task>/<name>             → split train, task, lang "all", metric name
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from trainables.tasks.schema import LANGS, TASKS
+
+RESULTS_FILE = "results.parquet"
+
+_T = "|".join(TASKS)
+_L = "|".join(LANGS)
+_PATTERNS: list[tuple[re.Pattern[str], Any]] = [
+    (re.compile(rf"^(test/)?({_T})/({_L})/(\w+)$"), lambda m: (_split(m[1]), m[2], m[3], m[4])),
+    (re.compile(rf"^(test/)?({_T})/avg$"), lambda m: (_split(m[1]), m[2], "avg", "headline")),
+    (re.compile(r"^(test/)?avg$"), lambda m: (_split(m[1]), "all", "avg", "headline")),
+    (re.compile(r"^train/(\w+)$"), lambda m: ("train", "all", "all", m[1])),
+    (re.compile(rf"^lambda/({_T})/mean$"), lambda m: ("train", m[1], "all", "lambda")),
+    (re.compile(rf"^diag/({_T})/(\w+)$"), lambda m: ("train", m[1], "all", m[2])),
+]
+
+COLUMNS = ["trial_id", "label", "condition", "policy", "policy_params", "lam", "teacher_mode", "seed", "model",
+           "finetune", "kd_loss", "split", "task", "lang", "metric", "value", "step", "eval_index", "final"]
+
+
+def _split(prefix: str | None) -> str:
+    return "test" if prefix else "dev"
+
+
+def classify(key: str) -> tuple[str, str, str, str] | None:
+    """(split, task, lang, metric) of a reported key, or None for keys that are not results."""
+    for pattern, make in _PATTERNS:
+        m = pattern.match(key)
+        if m:
+            return make(m)
+    return None
+
+
+def trial_dirs(experiment_dir: str | Path) -> Iterator[Path]:
+    """The trial folders of a Tune experiment (those holding params.json)."""
+    for p in sorted(Path(experiment_dir).iterdir()):
+        if p.is_dir() and (p / "params.json").is_file():
+            yield p
+
+
+def trial_columns(params: dict[str, Any]) -> dict[str, Any]:
+    """The trial's identifying settings (condition, λ policy, teacher, seed...) as flat columns."""
+    t = params.get("trial", {})
+    v = t.get("variant", {})
+    policy = v.get("policy", {}) or {}
+    pparams = policy.get("params", {}) or {}
+    lam = pparams.get("lam") if policy.get("name") == "fixed" else None
+    return {
+        "label": v.get("label", ""),
+        "condition": v.get("condition", ""),
+        "policy": policy.get("name", "") if v.get("condition") in ("distill", "control") else "",
+        "policy_params": json.dumps(pparams, sort_keys=True),
+        "lam": float(lam) if lam is not None and v.get("condition") in ("distill", "control") else (
+            0.0 if v.get("condition") == "sft" else float("nan")),
+        "teacher_mode": v.get("teacher_mode") or "",
+        "seed": t.get("train", {}).get("seed"),
+        "model": t.get("model", {}).get("name", ""),
+        "finetune": t.get("model", {}).get("finetune", ""),
+        "kd_loss": t.get("train", {}).get("kd_loss", ""),
+    }
+
+
+def collect(experiment_dir: str | Path) -> pd.DataFrame:
+    """The tidy results of every trial in an experiment directory (reads params.json / result.json)."""
+    rows: list[dict[str, Any]] = []
+    for d in trial_dirs(experiment_dir):
+        params = json.loads((d / "params.json").read_text())
+        base = trial_columns(params)
+        result_file = d / "result.json"
+        if not result_file.is_file():
+            continue
+        for line in result_file.read_text().splitlines():
+            if not line.strip():
+                continue
+            report = json.loads(line)
+            trial_id = report.get("trial_id", d.name)
+            for key, value in report.items():
+                kind = classify(key)
+                if kind is None or not isinstance(value, (int, float)) or isinstance(value, bool):
+                    continue
+                split, task, lang, metric = kind
+                rows.append({**base, "trial_id": trial_id, "split": split, "task": task, "lang": lang,
+                             "metric": metric, "value": float(value), "step": int(report.get("step", 0)),
+                             "eval_index": int(report.get("eval_index", 0)), "final": bool(report.get("final", False))})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def write_results(experiment_dir: str | Path) -> Path:
+    """Collect an experiment's results and write them atomically to <experiment_dir>/results.parquet."""
+    df = collect(experiment_dir)
+    path = Path(experiment_dir) / RESULTS_FILE
+    tmp = path.with_name(f".{RESULTS_FILE}.tmp")
+    df.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,107 @@
+"""The sweep file: one validated model of everything a sweep runs (a preset YAML, plus --set overrides).
+
+A sweep is a table: `variants` are its columns (condition × λ policy), tasks × languages its
+rows. `distill_lambdas` is shorthand for fixed-λ distill variants, and unless
+`add_baselines: false` every sweep gets its own SFT and control baselines.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from trainables.config import (
+    DataConfig,
+    EvalConfig,
+    ModelConfig,
+    PolicyConfig,
+    ResourcesConfig,
+    Section,
+    TeacherConfig,
+    TrainConfig,
+    TrialConfig,
+    VariantConfig,
+)
+
+
+class SearchConfig(Section):
+    """How Tune explores and prunes the sweep."""
+
+    scheduler: Literal["asha", "none"] = "asha"
+    metric: str = Field("avg", min_length=1, description="a reported metric, e.g. avg or ner/avg")
+    mode: Literal["max", "min"] = "max"
+    grace_period: int = Field(1, ge=1, le=10_000, description="evaluations before ASHA may stop a trial")
+    reduction_factor: float = Field(2.0, gt=1, le=100)
+    seeds: list[int] = Field(default_factory=lambda: [42], min_length=1, description="training seeds per variant")
+
+
+class SweepSpec(Section):
+    """A whole sweep: shared trial settings, the variants (table columns) and the search."""
+
+    name: str = Field("sweep", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)
+    description: str = ""
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    variants: list[VariantConfig] = Field(default_factory=list)
+    distill_lambdas: list[float] = Field(default_factory=list, description="fixed-λ distill variants")
+    control_lambda: float = Field(0.05, ge=0, le=100, description="λ of the added control baseline")
+    add_baselines: bool = Field(True, description="add SFT and control(control_lambda) variants when missing")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SweepSpec":
+        bad = [lam for lam in self.distill_lambdas if not (0 <= lam <= 100)]
+        if bad:
+            raise ValueError(f"distill_lambdas must be in [0, 100], got {bad}")
+        if self.train.batch_size < self.resources.num_workers:
+            raise ValueError(
+                f"train.batch_size ({self.train.batch_size}) must be ≥ resources.num_workers ({self.resources.num_workers})"
+            )
+        if not self.expanded_variants():
+            raise ValueError("the sweep has no variants: set variants, distill_lambdas or add_baselines")
+        labels = [v.label for v in self.expanded_variants()]
+        dup = sorted({lab for lab in labels if labels.count(lab) > 1})
+        if dup:
+            raise ValueError(f"variant labels must be unique, repeated: {dup}")
+        return self
+
+    def expanded_variants(self) -> list[VariantConfig]:
+        """The sweep's variants: explicit ones, the λ grid, then the SFT and control baselines."""
+        out = list(self.variants)
+        for lam in self.distill_lambdas:
+            out.append(VariantConfig(condition="distill", policy=PolicyConfig(name="fixed", params={"lam": lam})))
+        if self.add_baselines:
+            if not any(v.condition == "sft" for v in out):
+                out.insert(0, VariantConfig(condition="sft", protected=True))
+            if not any(v.condition == "control" for v in out):
+                control = VariantConfig(condition="control", protected=True,
+                                        policy=PolicyConfig(name="fixed", params={"lam": self.control_lambda}))
+                out.insert(1, control)
+        # Baselines are never stopped early: the table needs their final numbers.
+        return [v.model_copy(update={"protected": True}) if v.condition in ("sft", "control") else v for v in out]
+
+    def trial_configs(self, experiment_dir: str, cache_paths: dict[str, str]) -> list[TrialConfig]:
+        """One trial config per variant × seed."""
+        trials = []
+        for v in self.expanded_variants():
+            for seed in self.search.seeds:
+                train = self.train.model_copy(update={"seed": seed})
+                trials.append(TrialConfig(
+                    model=self.model, data=self.data, teacher=self.teacher, train=train, eval=self.eval,
+                    resources=self.resources, variant=v, experiment_dir=experiment_dir, cache_paths=cache_paths,
+                ))
+        return trials
+
+    def teacher_modes(self) -> list[str]:
+        """The teacher caches this sweep needs (one per distinct teacher mode)."""
+        return sorted({v.teacher_mode for v in self.expanded_variants() if v.uses_teacher and v.teacher_mode})
+
+    def evals_per_trial(self) -> int:
+        """How many evaluation reports a full-length training trial makes (ASHA's max_t)."""
+        return max(1, math.ceil(self.train.steps / self.train.eval_every))
