@@ -11,7 +11,7 @@ import random
 import time
 from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -83,29 +83,49 @@ class Diagnostics:
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Train (or only evaluate) one trial's student on this worker and report to Ray Train."""
+    """Ray Train entry point: run this worker's share of one trial and report to Ray Train."""
     import ray.train
     import ray.train.torch
 
-    cfg = TrialConfig.model_validate(config["trial"])
-    trial_name: str = config.get("trial_name", "trial")
     ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    device = ray.train.torch.get_device()
+    run_worker(
+        TrialConfig.model_validate(config["trial"]),
+        trial_name=config.get("trial_name", "trial"),
+        rank=ctx.get_world_rank(),
+        world=ctx.get_world_size(),
+        device=ray.train.torch.get_device(),
+        report=ray.train.report,
+        wrap_ddp=ray.train.torch.prepare_model,
+    )
+
+
+def run_worker(
+    cfg: TrialConfig,
+    trial_name: str,
+    rank: int,
+    world: int,
+    device: torch.device,
+    report: Callable[[dict[str, Any]], None],
+    wrap_ddp: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m,
+) -> torch.nn.Module:
+    """Train (or only evaluate) one trial's student on this worker; returns the trained model.
+
+    `report` receives one metrics dict per evaluation (ray.train.report under Ray); `wrap_ddp`
+    wraps the model for data parallelism when world > 1."""
     if device.type == "cpu":
         torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
     torch.manual_seed(cfg.train.seed)
     v = cfg.variant
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, device, trainable=v.trains)
-    span = AnswerSpanLM(model)
+    span: torch.nn.Module = AnswerSpanLM(model)
     fewshot_eval = v.condition == "fewshot"
     dev_items = eval_items(cfg, tokenizer, "dev", cfg.eval.dev_per_pair, fewshot_eval) if rank == 0 else []
     test_items = (eval_items(cfg, tokenizer, cfg.eval.test_split, cfg.eval.test_per_pair, fewshot_eval)
                   if rank == 0 else [])
     out_dir = Path(cfg.experiment_dir) / "predictions" / trial_name if cfg.experiment_dir else None
 
-    def report(step: int, eval_index: int, extra: dict[str, float], final: bool) -> None:
+    def evaluate_and_report(step: int, eval_index: int, extra: dict[str, float], final: bool) -> None:
         """Evaluate on dev (and test when final) on rank 0, then report from every rank."""
         metrics: dict[str, Any] = {"step": step, "eval_index": eval_index, **extra}
         if rank == 0:
@@ -118,19 +138,19 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 _save_predictions(out_dir, {"dev": dev_rows, "test": test_rows}, cfg)
             metrics["time/eval_s"] = time.perf_counter() - t0
         metrics["final"] = final
-        ray.train.report(metrics)
+        report(metrics)
 
     # ---------------------------------------------------------------- evaluation-only conditions
     if not v.trains:
-        report(0, 1, {}, final=True)
-        return
+        evaluate_and_report(0, 1, {}, final=True)
+        return model
 
     # ---------------------------------------------------------------- set-up
     examples = training_set(cfg, tokenizer)
     cache = TeacherCache(cfg.cache_paths[v.teacher_mode]) if v.uses_teacher else None
     policy: LambdaPolicy | None = make_policy(v.policy.name, v.policy.params, cfg.data.tasks) if cache else None
     if world > 1:
-        span = ray.train.torch.prepare_model(span)  # DDP over the span module, so syncing sees the call
+        span = wrap_ddp(span)  # DDP over the span module, so gradient syncing sees the call
     params = [p for p in span.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train.warmup_steps, cfg.train.steps))
@@ -203,10 +223,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             elapsed = time.perf_counter() - t_start
             extra = {**diag.flush(), "train/lr": scheduler.get_last_lr()[0], "train/tokens_seen": tokens_seen,
                      "time/train_s": elapsed}
-            report(step, eval_index, extra, final)
+            evaluate_and_report(step, eval_index, extra, final)
             t_start = time.perf_counter()
     if cfg.train.steps == 0:
-        report(0, 1, {}, final=True)
+        evaluate_and_report(0, 1, {}, final=True)
+    return model
 
 
 def _save_predictions(out_dir: Path | None, splits: dict[str, list[dict[str, Any]]], cfg: TrialConfig) -> None:

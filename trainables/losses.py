@@ -12,16 +12,19 @@ dropped, and every divergence is the exact full-vocabulary one.
 
 Numerics (the decisions a reader needs):
   * maths runs in float32 whatever the input dtype (float64 inputs stay float64);
-  * the student is never copied beyond one upcast [N, V] tensor and its logsumexp [N];
-    student log-probs are gathered at the K ids as `logit - logsumexp`;
-  * student tail: log q_tail = log1mexp(logsumexp_k log q_k). Once the student puts almost
-    all its mass on the top-K, 1 - Σ_k q_k falls below the rounding error of that sum, so
-    the top-K log-mass is clamped to at most log(1 - ε) (ε = dtype eps), i.e. the student
-    tail is floored at ≈ ε (log ε ≈ -15.9 in float32). Loss and gradient stay finite;
-    below ε the tail term is no longer resolved;
+  * student top-K log-probs are gathered as `logit - logsumexp`, with the logsumexp [N]
+    computed once; nothing larger than [N, V] is built;
+  * student tail: log q_tail = logsumexp_{v ∉ top-K} z_v - logsumexp_v z_v, an exact masked
+    logsumexp (a small autograd Function whose forward uses one transient [N, V] buffer,
+    freed at once, so peak memory is that of a plain logsumexp). The shortcut
+    log(1 - Σ_k q_k) cannot resolve q_tail below the rounding of Σ_k q_k (≈1e-6 in float32
+    for logits ~20), so it misstates the loss and loses the gradient that pulls mass back
+    into the tail exactly when the student is over-confident on the top-K;
   * the teacher's buckets are always renormalised (log-softmax over the buckets): a no-op
     in exact arithmetic at T = 1 that absorbs the rounding of fp16/bf16 caches;
-  * a bucket with zero mass on the left of a KL contributes exactly 0 (0·log 0 = 0).
+  * a bucket with zero mass on the left of a KL contributes exactly 0 (0·log 0 = 0);
+  * reverse_kl alone floors the teacher tail at ε = float32 eps (log ε ≈ -15.9), so a cache
+    that rounded the teacher tail to 0 (-inf) gives a finite loss.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from typing import NamedTuple
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 __all__ = [
     "KD_KINDS",
@@ -46,13 +50,14 @@ __all__ = [
 #: The allowed values of the `kd_loss` option.
 KD_KINDS: tuple[str, ...] = ("forward_kl", "topk_kl", "reverse_kl", "jsd", "mse_logits")
 
-_LN2 = math.log(2.0)
+#: Floor of the teacher tail log-mass in reverse_kl: log(float32 eps) ≈ -15.9.
+_LOG_EPS32 = math.log(torch.finfo(torch.float32).eps)
 
 
 class TeacherTopK(NamedTuple):
     """The teacher's cached top-K for N answer tokens (log-probs at T = 1)."""
 
-    ids: Tensor  # [N, K] int64: vocabulary ids of the teacher's top-K
+    ids: Tensor  # [N, K] int64 (int32 accepted): vocabulary ids of the teacher's top-K
     logprobs: Tensor  # [N, K] float (any dtype): log p_k at T = 1
     tail_logmass: Tensor  # [N] float: log(1 - Σ_k p_k); -inf when the tail is empty
     logsumexp: Tensor  # [N] float: teacher log-normaliser, raw logit = logprob + logsumexp
@@ -123,11 +128,6 @@ def _scaled(logits: Tensor, temperature: float) -> Tensor:
     return logits / temperature if temperature != 1.0 else logits
 
 
-def _log1mexp(x: Tensor) -> Tensor:
-    """log(1 - e^x) for x < 0, accurate at both ends (Mächler 2012): [*] -> [*]."""
-    return torch.where(x > -_LN2, torch.log(-torch.expm1(x)), torch.log1p(-torch.exp(x)))
-
-
 def _kl(log_a: Tensor, log_b: Tensor) -> Tensor:
     """KL(a‖b) = Σ_j a_j (log a_j - log b_j), with 0·log 0 = 0: [N, B], [N, B] -> [N]."""
     live = log_a != -math.inf
@@ -137,11 +137,27 @@ def _kl(log_a: Tensor, log_b: Tensor) -> Tensor:
     return torch.where(live, a.exp() * (a - b), 0.0).sum(-1)
 
 
-def _student_tail(log_q_topk: Tensor) -> Tensor:
-    """Student tail log-mass log(1 - Σ_k q_k), floored at ≈ log ε: [N, K] -> [N]."""
-    eps = torch.finfo(log_q_topk.dtype).eps
-    top = torch.logsumexp(log_q_topk, dim=-1).clamp(max=math.log1p(-eps))
-    return _log1mexp(top)
+class _TailLogSumExp(torch.autograd.Function):
+    """log Σ_{v ∉ ids} e^{s_v}, the logsumexp of s without the ids: [N, V], [N, K] -> [N]."""
+
+    @staticmethod
+    def forward(ctx, s: Tensor, ids: Tensor) -> Tensor:  # type: ignore[override]
+        buf = s.scatter(-1, ids, -math.inf)  # the one transient [N, V] buffer
+        m = buf.amax(-1, keepdim=True)
+        m = torch.where(torch.isfinite(m), m, 0.0)
+        out = buf.sub_(m).exp_().sum(-1).log_().add_(m.squeeze(-1))
+        ctx.save_for_backward(s, ids, out)  # s is already kept alive by the main logsumexp
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+        # ∂out/∂s_v = e^{s_v - out} off the ids, 0 on them (and 0 when the tail is empty).
+        s, ids, out = ctx.saved_tensors
+        empty = out == -math.inf
+        w = (s - torch.where(empty, 0.0, out).unsqueeze(-1)).exp_()
+        w.scatter_(-1, ids, 0.0)
+        return w.mul_(torch.where(empty, 0.0, grad).unsqueeze(-1)), None
 
 
 def _buckets(
@@ -158,16 +174,17 @@ def _buckets(
     B = K+1 (top-K ids, then the tail) when K < V and with_tail, else B = K. The student
     is s = logits / T with log-normaliser lse [N]. The teacher is softened per bucket,
     log p_b / T, then renormalised: log p̃_b = log p_b / T - logsumexp_b' (log p_b' / T).
-    floor_teacher_tail floors the teacher tail at ε like the student's (for reverse KL).
+    floor_teacher_tail floors the teacher tail at ε = float32 eps (for reverse KL).
     """
     dtype = s.dtype
     log_q = s.gather(-1, teacher.ids) - lse.unsqueeze(-1)  # [N, K]
     t_lp = teacher.logprobs.to(dtype)  # [N, K]
     if with_tail and teacher.ids.shape[-1] < s.shape[-1]:
-        log_q = torch.cat([log_q, _student_tail(log_q).unsqueeze(-1)], dim=-1)
+        log_q_tail = _TailLogSumExp.apply(s, teacher.ids) - lse  # [N]
+        log_q = torch.cat([log_q, log_q_tail.unsqueeze(-1)], dim=-1)
         t_tail = teacher.tail_logmass.to(dtype)
         if floor_teacher_tail:
-            t_tail = t_tail.clamp(min=math.log(torch.finfo(dtype).eps))
+            t_tail = t_tail.clamp(min=_LOG_EPS32)
         t_lp = torch.cat([t_lp, t_tail.unsqueeze(-1)], dim=-1)
     if not with_tail:
         log_q = torch.log_softmax(log_q, dim=-1)  # renormalise on the top-K support
@@ -246,8 +263,8 @@ def kd_per_token(
       forward_kl  KL(p‖q) = Σ_b p_b (log p_b - log q_b); a teacher tail of 0 contributes 0,
                   and with K = V this is the full-vocabulary KL.
       topk_kl     KL(p̂‖q̂) with p̂_k = p_k / Σ_j p_j, q̂_k = q_k / Σ_j q_j on the top-K only.
-      reverse_kl  KL(q‖p) = Σ_b q_b (log q_b - log p_b); the teacher tail is floored at ε
-                  like the student's so a cache that rounded it to 0 stays finite.
+      reverse_kl  KL(q‖p) = Σ_b q_b (log q_b - log p_b); the teacher tail is floored at
+                  ε = float32 eps so a cache that rounded it to 0 stays finite.
       jsd         β·KL(p‖m) + (1-β)·KL(q‖m), m = β·p + (1-β)·q, with 0 < β < 1.
       mse_logits  (1/K) Σ_k (z_k - z^t_k)², raw logits, z^t_k = log p_k + logsumexp_t.
                   Temperature does not apply (neither 1/T nor T²).
@@ -260,6 +277,7 @@ def kd_per_token(
     """
     check_kd_options(kind, temperature, beta)
     _check_teacher(student_logits, teacher)
+    teacher = teacher._replace(ids=teacher.ids.long())  # a cache may store int32 ids
     if kind == "mse_logits":
         return _mse_logits(student_logits, teacher)
     temperature = float(temperature)
@@ -312,6 +330,7 @@ def distillation_loss(
         return LossParts(ce, ce, torch.zeros((), dtype=ce.dtype, device=ce.device), ce_tok, None)
 
     _check_teacher(student_logits, teacher)
+    teacher = teacher._replace(ids=teacher.ids.long())  # a cache may store int32 ids
     if kind == "mse_logits":
         kd_tok = _mse_logits(student_logits, teacher)
     else:

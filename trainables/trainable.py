@@ -23,7 +23,7 @@ def run_trial(config: dict[str, Any]) -> None:
     from trainables.loop import train_loop_per_worker
 
     cfg = TrialConfig.model_validate(config["trial"])
-    trial_name = ray.tune.get_context().get_trial_name() or "trial"
+    trial_name = ray.tune.get_context().get_trial_id() or "trial"
     r = cfg.resources
     per_worker: dict[str, float] = {"CPU": r.cpus_per_worker}
     if r.use_gpu:

@@ -72,9 +72,8 @@ def teacher_rows(
         lse = torch.logsumexp(logits.float(), dim=-1)
         k = min(top_k, logp.shape[-1])
         top_lp, top_ids = logp.topk(k, dim=-1)
-        covered = torch.logsumexp(top_lp, dim=-1).clamp(max=0.0)
-        # log(1 - exp(covered)), stable near 0; -inf when the top-K hold all the mass.
-        tail = torch.where(covered > -0.6931, torch.log(-torch.expm1(covered)), torch.log1p(-covered.exp()))
+        # Exact log tail mass: logsumexp over the ids outside the top-K (−inf when K = V).
+        tail = torch.logsumexp(logp.scatter(-1, top_ids, float("-inf")), dim=-1)
         entropy = -(logp.exp() * logp).sum(-1)
         gold_lp = logp.gather(-1, batch.targets[:, None]).squeeze(-1)
         cpu = {n: t.cpu().numpy() for n, t in dict(

@@ -1,0 +1,91 @@
+"""The causal alignment contract: teacher and student targets agree at every aligned position."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from trainables.alignment import Encoded, collate, encode, predicting_positions
+from trainables.config import ModelConfig, TrialConfig
+from trainables.data import close_with_eos, fewshot_encoding
+from trainables.models import AnswerSpanLM, load_model
+from trainables.prompts import render
+from trainables.tasks import synthetic
+from trainables.tasks.schema import TASKS
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}</s>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def _student_and_teacher(tokenizer, task: str, n: int = 6) -> tuple[list[Encoded], list[Encoded]]:
+    pool = synthetic.generate(task, "en", "train", 40)
+    students, teachers = [], []
+    for i, r in enumerate(pool[:n]):
+        rp = render(tokenizer, task, r)
+        students.append(encode(tokenizer, rp.prompt, rp.answer, close_with_eos(tokenizer)))
+        teachers.append(fewshot_encoding(tokenizer, task, r, pool, 5 if task != "qa" else 3, 42, i, 4096))
+    return students, teachers
+
+
+@pytest.fixture(params=["plain", "chat"])
+def tokenizer(request, tiny_tokenizer):
+    if request.param == "plain":
+        return tiny_tokenizer
+    import copy
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.chat_template = CHAT_TEMPLATE
+    return tok
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("s_side,t_side", [("right", "right"), ("left", "left"), ("left", "right"), ("right", "left")])
+def test_teacher_and_student_targets_identical(tokenizer, task, s_side, t_side):
+    students, teachers = _student_and_teacher(tokenizer, task)
+    # The teacher's prompt is longer (k shots) and the prompts differ in length across examples.
+    assert all(len(t.input_ids) > len(s.input_ids) for s, t in zip(students, teachers))
+    assert len({s.answer_start for s in students}) > 1
+    sb = collate(students, tokenizer.pad_token_id, s_side)
+    tb = collate(teachers, tokenizer.pad_token_id, t_side)
+    assert torch.equal(sb.targets, tb.targets)
+    assert torch.equal(sb.rows, tb.rows)
+    for b in (sb, tb):
+        # Causal: the token right after each predicting position is the target it predicts.
+        assert torch.equal(b.input_ids[b.rows, b.cols + 1], b.targets)
+        assert bool(b.attention_mask[b.rows, b.cols].all())
+    if task in ("qa", "ner", "pos"):
+        assert max(s.answer_len for s in students) > 2  # multi-token answers
+
+
+def test_predicting_positions_and_legacy():
+    assert list(predicting_positions(5, 3)) == [4, 5, 6]
+    assert list(predicting_positions(5, 3, "legacy")) == [5, 6, 7]
+    with pytest.raises(ValueError):
+        predicting_positions(0, 2)
+    with pytest.raises(ValueError):
+        predicting_positions(3, 2, "sideways")
+
+
+def test_answer_span_logits_match_full_forward_for_either_padding(tiny_tokenizer, tiny_dir):
+    model = load_model(ModelConfig(name="tiny"), torch.device("cpu"), trainable=False)
+    span = AnswerSpanLM(model)
+    students, _ = _student_and_teacher(tiny_tokenizer, "ner", 4)
+    out = {}
+    for side in ("left", "right"):
+        b = collate(students, tiny_tokenizer.pad_token_id, side)
+        logits = span(b.input_ids, b.attention_mask, b.position_ids, b.rows, b.cols)
+        full = model(input_ids=b.input_ids, attention_mask=b.attention_mask, position_ids=b.position_ids).logits
+        torch.testing.assert_close(logits, full[b.rows, b.cols], rtol=1e-4, atol=1e-4)
+        out[side] = logits
+    # Positions count real tokens only, so the padding side does not change the numbers.
+    torch.testing.assert_close(out["left"], out["right"], rtol=1e-4, atol=1e-4)
+
+
+def test_teacher_drops_shots_to_fit(tiny_tokenizer):
+    pool = synthetic.generate("qa", "en", "train", 20)
+    full = fewshot_encoding(tiny_tokenizer, "qa", pool[0], pool, 3, 42, 0, 100_000)
+    short = fewshot_encoding(tiny_tokenizer, "qa", pool[0], pool, 3, 42, 0, len(full.input_ids) - 1)
+    assert len(short.input_ids) < len(full.input_ids)
+    assert short.answer_ids == full.answer_ids
