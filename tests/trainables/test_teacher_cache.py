@@ -1,0 +1,127 @@
+"""Teacher cache: its key, the round trip through disk, and its numbers against a direct forward."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from trainables.config import DataConfig, ModelConfig, TeacherConfig, TrainConfig, TrialConfig
+from trainables.data import training_pools, training_set
+from trainables.models import load_model, load_tokenizer
+from trainables.teacher.build import build_cache, cache_dir, cache_key
+from trainables.teacher.cache import CacheError, CacheWriter, TeacherCache, TokenRows, fingerprint, is_complete
+
+
+def _cfg(**over) -> TrialConfig:
+    data = DataConfig(tasks=["nli", "ner"], max_train_per_task=6, synthetic_sizes={"train": 12, "dev": 4, "test": 4})
+    cfg = TrialConfig(model=ModelConfig(name="tiny"), data=data, teacher=TeacherConfig(top_k=16, batch_size=4),
+                      train=TrainConfig())
+    return cfg.model_copy(update=over)
+
+
+def test_key_changes_with_every_setting_that_changes_numbers(tiny_dir):
+    base = _cfg()
+    k0 = fingerprint(cache_key(base, "fewshot"))
+    assert k0 == fingerprint(cache_key(_cfg(), "fewshot"))  # stable
+    variants = [
+        cache_key(base, "zeroshot"),
+        cache_key(_cfg(teacher=TeacherConfig(top_k=8)), "fewshot"),
+        cache_key(_cfg(data=DataConfig.model_validate({**base.data.model_dump(), "shots": {"nli": 2}})), "fewshot"),
+        cache_key(_cfg(data=DataConfig.model_validate({**base.data.model_dump(), "seed": 7})), "fewshot"),
+        cache_key(_cfg(train=TrainConfig(kd_alignment="legacy")), "fewshot"),
+        cache_key(_cfg(model=ModelConfig(name="tiny", tiny={"init_seed": 3})), "fewshot"),
+    ]
+    assert len({fingerprint(k) for k in variants} | {k0}) == len(variants) + 1
+    # The zero-shot key does not depend on shots.
+    assert cache_key(base, "zeroshot")["shots"] == 0
+    with pytest.raises(ValueError, match="checkpoint"):
+        cache_key(base, "checkpoint")
+    with pytest.raises(ValueError, match="teacher mode"):
+        cache_key(base, "oracle")
+
+
+def test_round_trip_matches_a_direct_forward(tmp_path, tiny_dir):
+    cfg = _cfg()
+    path = build_cache(cfg, tmp_path, "zeroshot")
+    assert path == cache_dir(cfg, tmp_path, "zeroshot") and is_complete(path)
+    cache = TeacherCache(path)
+    tok = load_tokenizer(cfg.model)
+    examples = training_set(cfg, tok, training_pools(cfg))
+    assert len(cache) == len(examples)
+    model = load_model(cfg.model, torch.device("cpu"), trainable=False)
+    for ex in examples[:3] + examples[-3:]:
+        ids = torch.tensor([ex.student.input_ids])
+        logp = torch.log_softmax(model(input_ids=ids).logits[0].double(), -1)
+        pos = list(range(ex.student.answer_start - 1, len(ex.student.input_ids) - 1))
+        rows = cache.rows(*ex.key)
+        assert rows.gold_id.tolist() == list(ex.student.answer_ids)
+        expect_top = logp[pos].topk(16, -1)
+        np.testing.assert_array_equal(np.sort(rows.topk_ids, 1), np.sort(expect_top.indices.numpy(), 1))
+        np.testing.assert_allclose(rows.topk_logprobs.astype(np.float64), expect_top.values.numpy(), atol=2e-3)
+        tail = np.log1p(-np.exp(expect_top.values.numpy()).sum(-1))
+        np.testing.assert_allclose(rows.tail_logmass, tail, atol=1e-4)
+        ent = -(logp[pos].exp() * logp[pos]).sum(-1).numpy()
+        np.testing.assert_allclose(rows.entropy, ent, rtol=1e-4)
+        gold = logp[pos].gather(-1, torch.tensor(ex.student.answer_ids)[:, None]).squeeze(-1).numpy()
+        np.testing.assert_allclose(rows.gold_logprob, gold, atol=1e-4)
+    # gather concatenates in the order asked.
+    keys = [examples[1].key, examples[0].key]
+    topk, diag = cache.gather(keys)
+    n0, n1 = examples[1].student.answer_len, examples[0].student.answer_len
+    assert topk.ids.shape == (n0 + n1, 16) and topk.ids.dtype == torch.long
+    assert diag["gold_id"].tolist() == list(examples[1].student.answer_ids + examples[0].student.answer_ids)
+    # A second build finds the complete cache and does nothing.
+    mtime = (path / "manifest.json").stat().st_mtime_ns
+    assert build_cache(cfg, tmp_path, "zeroshot") == path
+    assert (path / "manifest.json").stat().st_mtime_ns == mtime
+
+
+def test_fewshot_cache_differs_from_zeroshot_but_keeps_the_answers(tmp_path, tiny_dir):
+    cfg = _cfg()
+    few = TeacherCache(build_cache(cfg, tmp_path, "fewshot"))
+    zero = TeacherCache(build_cache(cfg, tmp_path, "zeroshot"))
+    keys = [k for k in zip(["nli"] * 3, [f"syn-nli-en-train-{i:06d}" for i in range(12)]) if k in zero][:3]
+    assert keys
+    tf, df = few.gather(keys)
+    tz, dz = zero.gather(keys)
+    assert torch.equal(df["gold_id"], dz["gold_id"])
+    assert not torch.allclose(tf.logprobs, tz.logprobs)
+
+
+def _rows(n: int, k: int, seed: int) -> TokenRows:
+    rng = np.random.default_rng(seed)
+    return TokenRows(rng.integers(0, 100, (n, k)).astype(np.int32), rng.normal(size=(n, k)).astype(np.float16),
+                     rng.normal(size=n).astype(np.float32), rng.normal(size=n).astype(np.float32),
+                     rng.integers(0, 100, n).astype(np.int32), rng.normal(size=n).astype(np.float32),
+                     rng.random(n).astype(np.float32))
+
+
+def test_writer_reader_exact_and_errors(tmp_path):
+    w = CacheWriter(tmp_path / "c", {"k": 1}, top_k=4)
+    rows = [_rows(3, 4, 0), _rows(1, 4, 1), _rows(5, 4, 2)]
+    w.write_task("pos", ["a", "b", "c"], rows)
+    assert not is_complete(tmp_path / "c")  # no manifest yet: incomplete
+    with pytest.raises(CacheError, match="no complete teacher cache"):
+        TeacherCache(tmp_path / "c")
+    w.finish()
+    cache = TeacherCache(tmp_path / "c")
+    for ex_id, r in zip("abc", rows):
+        got = cache.rows("pos", ex_id)
+        for name in ("topk_ids", "topk_logprobs", "tail_logmass", "logsumexp", "gold_id", "gold_logprob", "entropy"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(r, name))
+    with pytest.raises(CacheError, match="not in the teacher cache"):
+        cache.rows("pos", "zzz")
+    with pytest.raises(ValueError, match="duplicate"):
+        w.write_task("nli", ["a", "a"], rows[:2])
+    # Corruption is caught by the checksum.
+    f = tmp_path / "c" / "pos.arrow"
+    data = bytearray(f.read_bytes())
+    data[-100] ^= 0xFF
+    f.write_bytes(bytes(data))
+    with pytest.raises(CacheError, match="checksum"):
+        TeacherCache(tmp_path / "c")
+    manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
+    assert manifest["tasks"]["pos"]["offsets"] == [0, 3, 4, 9]
