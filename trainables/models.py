@@ -252,3 +252,14 @@ class AnswerSpanLM(nn.Module):
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return logits
+
+
+def compile_decoder_layers(model: nn.Module) -> int:
+    """Compile each decoder layer in place with torch.compile (regional: one trace reused by every
+    layer, so compiling a 28-layer model costs about one layer's compile); returns the count."""
+    layers = getattr(causal_lm(model).get_decoder(), "layers", None)
+    if layers is None:
+        return 0
+    for layer in layers:
+        layer.compile()
+    return len(layers)

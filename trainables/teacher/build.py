@@ -17,9 +17,9 @@ import numpy as np
 import torch
 
 from trainables.alignment import Encoded, collate
-from trainables.config import TrialConfig
+from trainables.config import TrialConfig, compile_enabled
 from trainables.data import TrainExample, teacher_encoding, training_pools, training_set
-from trainables.models import AnswerSpanLM, load_model, load_tokenizer, model_identity
+from trainables.models import AnswerSpanLM, compile_decoder_layers, load_model, load_tokenizer, model_identity
 from trainables.prompts import TEMPLATE_VERSION
 from trainables.teacher.cache import CacheWriter, TokenRows, fingerprint, is_complete
 
@@ -102,6 +102,8 @@ def build_cache(cfg: TrialConfig, root: str | Path, mode: str, device: str | Non
     model = load_model(cfg.model, dev, trainable=False, path=path)
     if model.config.vocab_size < len(tokenizer) and mode == "checkpoint":
         raise ValueError("teacher.checkpoint has a smaller vocabulary than the student's tokenizer")
+    if compile_enabled(cfg.teacher.compile, dev.type):
+        compile_decoder_layers(model)  # ~60% → ~80% of the bf16 peak on an H200 (bench/gpu_speed.py)
     span_lm = AnswerSpanLM(model)
     shots = mode == "fewshot" or (mode == "checkpoint" and cfg.teacher.checkpoint_shots)
     writer = CacheWriter(directory, cache_key(cfg, mode), cfg.teacher.top_k)

@@ -1,0 +1,482 @@
+"""GPU speed benchmark: the seed study's training step and way of sweeping against lamtune's, measured
+side by side in one run, on a Llama-3.2-3B-shaped model with random bf16 weights.
+
+    python bench/gpu_speed.py --out bench/results/h200.json            # on the GPU machine
+    python bench/gpu_speed.py --tiny --out /tmp/b.json                 # logic check on a CPU
+
+Sections (--sections, comma-separated; default all but `sweep`, which is long):
+  peak      bf16 matrix-product rate (the ceiling every share is measured against)
+  seed      the seed's step: frozen second model copy runs the 5-shot teacher prompt online, PEFT
+            LoRA r=16 student (dropout 0.05, all linear projections), MSE on top-256 raw logits
+  ours      lamtune's trial step: teacher from the cache, vocabulary logits only at the answer span,
+            forward KL on top-K + tail (trainables.losses), LoRA (dropout 0.05 and 0), full FT; eager
+            and torch.compile
+  cache     lamtune's teacher-cache build (trainables.teacher.build.teacher_rows): tokens/s, share of peak
+  generate  greedy decoding step time (HF generate) at several batch sizes → the 15,000-example eval
+  sweep     8 trials the seed's way (each with its own online teacher) vs ours (cache once, then
+            trials reading it), wall time end to end
+Speed does not depend on weight values, so weights are random. Each figure is the median of timed
+repetitions after warm-up, with CUDA synchronisation; peak memory is torch.cuda.max_memory_allocated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainables.alignment import Encoded  # noqa: E402
+from trainables.losses import TeacherTopK, answer_ce, kd_per_token  # noqa: E402
+from trainables.models import AnswerSpanLM, compile_decoder_layers  # noqa: E402
+from trainables.teacher.build import teacher_rows  # noqa: E402
+
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass(frozen=True)
+class Shape:
+    """Model and batch shapes of one benchmark configuration."""
+
+    vocab: int = 128_256
+    hidden: int = 3072
+    intermediate: int = 8192
+    layers: int = 28
+    heads: int = 24
+    kv_heads: int = 8
+    batch: int = 8
+    student_len: int = 256
+    teacher_len: int = 1280
+    answer: int = 32
+    top_k: int = 256
+
+
+TINY = Shape(vocab=1024, hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, batch=2, student_len=32,
+             teacher_len=96, answer=8, top_k=16)
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def build_model(s: Shape, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """A randomly initialised Llama-3.2-3B-shaped causal LM (tied embeddings, as the real one)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(vocab_size=s.vocab, hidden_size=s.hidden, intermediate_size=s.intermediate,
+                      num_hidden_layers=s.layers, num_attention_heads=s.heads, num_key_value_heads=s.kv_heads,
+                      max_position_embeddings=4096, tie_word_embeddings=True, rope_theta=500_000.0)
+    cfg._attn_implementation = "sdpa"
+    with torch.device(device):
+        torch.set_default_dtype(dtype)
+        try:
+            model = LlamaForCausalLM(cfg)
+        finally:
+            torch.set_default_dtype(torch.float32)
+    return model.eval()
+
+
+def n_params(model: torch.nn.Module) -> int:
+    """Distinct parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def with_lora(model: torch.nn.Module, dropout: float) -> torch.nn.Module:
+    """PEFT LoRA r=16, alpha=32 on every linear projection (the seed's student)."""
+    from peft import LoraConfig, get_peft_model
+
+    return get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=dropout,
+                                            target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], Any], device: torch.device, warmup: int, reps: int) -> float:
+    """Median seconds of one call of `fn` after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def reset_peak(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gb(device: torch.device) -> float:
+    return torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else float("nan")
+
+
+def random_ids(s: Shape, batch: int, length: int, device: torch.device, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randint(3, s.vocab, (batch, length), generator=g).to(device)
+
+
+def span_index(batch: int, length: int, answer: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, cols) of the positions predicting the last `answer` tokens of each sequence (causal)."""
+    rows = torch.arange(batch, device=device).repeat_interleave(answer)
+    cols = torch.arange(length - answer - 1, length - 1, device=device).repeat(batch)
+    return rows, cols
+
+
+def cached_teacher(s: Shape, n: int, device: torch.device) -> TeacherTopK:
+    """A teacher top-K block as the cache would hand it over (distinct ids per token)."""
+    logits = torch.randn(n, s.vocab, device=device)
+    logp = torch.log_softmax(logits, -1)
+    top, ids = logp.topk(s.top_k, -1)
+    tail = torch.logsumexp(logp.scatter(-1, ids, float("-inf")), -1)
+    return TeacherTopK(ids=ids, logprobs=top.half(), tail_logmass=tail, logsumexp=torch.logsumexp(logits, -1))
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def bench_peak(device: torch.device, tiny: bool) -> dict[str, float]:
+    """Measured bf16 matrix-product rate (TFLOP/s)."""
+    n = 256 if tiny else 8192
+    dtype = torch.float32 if device.type == "cpu" else torch.bfloat16
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    t = timed(lambda: a @ b, device, 3, 10)
+    return {"tflops": 2 * n**3 / t / 1e12, "n": n}
+
+
+class SeedStep:
+    """The seed study's training step (rebuilt): online frozen teacher copy + PEFT LoRA student, MSE top-K."""
+
+    def __init__(self, s: Shape, device: torch.device, dtype: torch.dtype, lam: float = 0.5,
+                 teacher_len: int | None = None) -> None:
+        self.s, self.device, self.lam = s, device, lam
+        self.teacher = build_model(s, device, dtype).requires_grad_(False)
+        self.student = with_lora(build_model(s, device, dtype), dropout=0.05).train()
+        params = [p for p in self.student.parameters() if p.requires_grad]
+        self.params = params
+        self.opt = torch.optim.AdamW(params, lr=2e-4, weight_decay=0.01)
+        self.t_ids = random_ids(s, s.batch, teacher_len or s.teacher_len, device, 1)
+        self.s_ids = random_ids(s, s.batch, s.student_len, device, 2)
+        self.labels = self.s_ids.clone()
+        self.labels[:, : s.student_len - s.answer] = -100  # CE on the answer only
+
+    def step(self, use_teacher: bool = True) -> None:
+        s = self.s
+        out = self.student(input_ids=self.s_ids, labels=self.labels)  # HF: logits at every position
+        loss = out.loss
+        if use_teacher:
+            with torch.no_grad():
+                t_logits = self.teacher(input_ids=self.t_ids).logits[:, -s.answer:]  # full logits, then slice
+                t_top, t_idx = t_logits.topk(s.top_k, dim=-1)
+            s_top = out.logits[:, -s.answer:].gather(-1, t_idx)
+            loss = loss + self.lam * torch.nn.functional.mse_loss(s_top.float(), t_top.float())
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def close(self) -> None:
+        del self.teacher, self.student, self.opt
+
+
+class OurStep:
+    """lamtune's trial step: teacher from the cache, logits only at the answer span, KL top-K + tail."""
+
+    def __init__(self, s: Shape, device: torch.device, dtype: torch.dtype, finetune: str = "lora",
+                 dropout: float = 0.0, compile: bool = False, lam: float = 0.5,
+                 base: torch.nn.Module | None = None) -> None:
+        self.s, self.device, self.lam = s, device, lam
+        model = base if base is not None else build_model(s, device, dtype)
+        if finetune == "lora":
+            model.requires_grad_(False)
+            model = with_lora(model, dropout)
+        else:
+            model.requires_grad_(True)
+        self.model = model.train()
+        self.span = AnswerSpanLM(self.model)
+        if compile:
+            compile_decoder_layers(self.model)
+        self.fwd = self.span
+        self.params = [p for p in self.model.parameters() if p.requires_grad]
+        fused = device.type == "cuda"
+        self.opt = torch.optim.AdamW(self.params, lr=2e-4, weight_decay=0.01, fused=fused)
+        self.ids = random_ids(s, s.batch, s.student_len, device, 2)
+        self.mask = torch.ones_like(self.ids)
+        self.pos = torch.arange(s.student_len, device=device).expand(s.batch, -1)
+        self.rows, self.cols = span_index(s.batch, s.student_len, s.answer, device)
+        self.targets = self.ids[self.rows, self.cols + 1]
+        self.teacher = cached_teacher(s, len(self.rows), device)
+
+    def step(self) -> None:
+        logits = self.fwd(self.ids, self.mask, self.pos, self.rows, self.cols)  # [N, V], N = batch × answer
+        ce = answer_ce(logits, self.targets)
+        kd = kd_per_token(logits, self.teacher, "forward_kl")
+        loss = ce.mean() + self.lam * kd.mean()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+
+    def fresh_adapters(self) -> None:
+        """Re-initialise LoRA adapters and optimiser state (a new trial on the same base weights)."""
+        for m in self.model.modules():
+            if hasattr(m, "reset_lora_parameters"):
+                m.reset_lora_parameters("default", True)
+        self.opt = torch.optim.AdamW(self.params, lr=2e-4, weight_decay=0.01, fused=self.device.type == "cuda")
+
+
+def bench_seed(s: Shape, device: torch.device, dtype: torch.dtype, reps: int) -> dict[str, Any]:
+    reset_peak(device)
+    st = SeedStep(s, device, dtype)
+    t = timed(st.step, device, 2, reps)
+    out = {"step_s": t, "student_tok_s": s.batch * s.student_len / t, "peak_gb": peak_gb(device)}
+    t_sft = timed(lambda: st.step(use_teacher=False), device, 1, reps)
+    out["sft_step_s"] = t_sft
+    st.close()
+    return out
+
+
+def bench_ours(s: Shape, device: torch.device, dtype: torch.dtype, reps: int, variants: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in variants:
+        finetune, dropout, comp = {
+            "lora_d0.05_eager": ("lora", 0.05, False), "lora_d0_eager": ("lora", 0.0, False),
+            "lora_d0_compile": ("lora", 0.0, True), "lora_d0.05_compile": ("lora", 0.05, True),
+            "full_eager": ("full", 0.0, False), "full_compile": ("full", 0.0, True),
+        }[name]
+        reset_peak(device)
+        try:
+            st = OurStep(s, device, dtype, finetune, dropout, comp)
+            t = timed(st.step, device, 3 if comp else 2, reps)
+            out[name] = {"step_s": t, "student_tok_s": s.batch * s.student_len / t, "peak_gb": peak_gb(device)}
+            del st
+        except Exception as err:  # a variant failing must not lose the others
+            out[name] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
+        print(f"  ours {name}: {out[name]}", flush=True)
+    return out
+
+
+def bench_cache(s: Shape, device: torch.device, dtype: torch.dtype, peak_tflops: float, reps: int,
+                batches: list[int], compile_too: bool) -> dict[str, Any]:
+    """Teacher-cache build throughput through the product's own teacher_rows()."""
+    reset_peak(device)
+    model = build_model(s, device, dtype).requires_grad_(False)
+    p = n_params(model)
+    out: dict[str, Any] = {"params": p}
+    n_seq = max(batches) * 4
+    ids = random_ids(s, n_seq, s.teacher_len, device, 3).cpu()
+    encs = [Encoded(tuple(row.tolist()), s.teacher_len - s.answer) for row in ids]
+    for comp in ([False, True] if compile_too else [False]):
+        if comp:
+            compile_decoder_layers(model)
+        fwd = AnswerSpanLM(model)
+        for b in batches:
+            name = f"b{b}_{'compile' if comp else 'eager'}"
+            try:
+                t = timed(lambda: teacher_rows(fwd, encs, 0, s.top_k, b, device), device, 1, max(2, reps // 2))
+                tok_s = n_seq * s.teacher_len / t
+                out[name] = {"tok_s": tok_s, "share_of_peak": 2 * p * tok_s / (peak_tflops * 1e12),
+                             "peak_gb": peak_gb(device)}
+            except Exception as err:
+                out[name] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
+            print(f"  cache {name}: {out[name]}", flush=True)
+    del model
+    return out
+
+
+def bench_generate(s: Shape, device: torch.device, dtype: torch.dtype, batches: list[int], prompt: int,
+                   new: int, static: bool = False) -> dict[str, Any]:
+    """Per-decoding-step time of HF greedy generate, and the 15,000-example evaluation it implies."""
+    reset_peak(device)
+    model = build_model(s, device, dtype).requires_grad_(False)
+    out: dict[str, Any] = {}
+    for b in batches:
+        ids = random_ids(s, b, prompt, device, 4)
+        mask = torch.ones_like(ids)
+
+        def run(n: int) -> None:
+            extra = {"cache_implementation": "static"} if static else {}
+            model.generate(input_ids=ids, attention_mask=mask, max_new_tokens=n, min_new_tokens=n,
+                           do_sample=False, pad_token_id=0, **extra)
+
+        try:
+            t_full = timed(lambda: run(new), device, 1, 2)
+            t_one = timed(lambda: run(1), device, 1, 2)
+        except Exception as err:
+            out[f"b{b}"] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
+            continue
+        out[f"b{b}"] = {"prefill_s": t_one, "decode_step_s": (t_full - t_one) / (new - 1), "peak_gb": peak_gb(device)}
+        print(f"  generate b{b}: {out[f'b{b}']}", flush=True)
+    # The study's evaluation: 5 tasks × 6 languages × 500, worst case (random weights never stop).
+    per_task_new = {"nli": 8, "pa": 4, "qa": 80, "ner": 150, "pos": 150}
+    ok = [k for k in out if "decode_step_s" in out[k]]
+    if not ok:
+        return out
+    best = min(ok, key=lambda k: out[k]["decode_step_s"] / int(k[1:]))
+    b = int(best[1:])
+    steps = sum(math.ceil(3000 / b) * n for n in per_task_new.values())
+    prefills = sum(math.ceil(3000 / b) for _ in per_task_new)
+    out["eval_15000_estimate_s"] = steps * out[best]["decode_step_s"] + prefills * out[best]["prefill_s"]
+    out["eval_estimate_batch"] = b
+    del model
+    return out
+
+
+def bench_sweep(s: Shape, device: torch.device, dtype: torch.dtype, steps: int, peak_tflops: float) -> dict[str, Any]:
+    """8 trials (SFT, control λ 0.05/0.5, distill λ 0.05/0.1/0.2/0.5/1.0) the seed's way and ours."""
+    trials = [("sft", 0.0), ("control", 0.05), ("control", 0.5), ("distill", 0.05), ("distill", 0.1),
+              ("distill", 0.2), ("distill", 0.5), ("distill", 1.0)]
+    out: dict[str, Any] = {"trials": len(trials), "steps_per_trial": steps}
+    # The seed's way: every trial loads its own student and teacher copy and runs the teacher online
+    # (the zero-shot control's teacher reads the student-length prompt).
+    t0 = time.perf_counter()
+    reset_peak(device)
+    for cond, lam in trials:
+        st = SeedStep(s, device, dtype, lam=lam, teacher_len=s.student_len if cond == "control" else None)
+        for _ in range(steps):
+            st.step(use_teacher=cond != "sft")
+        sync(device)
+        st.close()
+        del st
+        gc.collect()
+    out["seed_s"] = time.perf_counter() - t0
+    out["seed_peak_gb"] = peak_gb(device)
+    print(f"  sweep seed: {out['seed_s']:.1f}s", flush=True)
+    # Ours, as the product runs it: the two caches once (few-shot at teacher length, zero-shot at
+    # student length) for every example the trials see; then each trial, like a Tune trial process,
+    # builds its own student (one model copy, no teacher), compiles it and trains from the cache.
+    t0 = time.perf_counter()
+    reset_peak(device)
+    base = build_model(s, device, dtype).requires_grad_(False)
+    span = AnswerSpanLM(base)
+    n_examples = steps * s.batch
+    for length in (s.teacher_len, s.student_len):
+        ids = random_ids(s, n_examples, length, device, 5).cpu()
+        encs = [Encoded(tuple(r.tolist()), length - s.answer) for r in ids]
+        teacher_rows(span, encs, 0, s.top_k, 16, device)
+    del base, span
+    gc.collect()
+    out["ours_cache_s"] = time.perf_counter() - t0
+    for _cond, lam in trials:
+        st = OurStep(s, device, dtype, "lora", 0.0, compile=True, lam=lam)
+        for _ in range(steps):
+            st.step()
+        sync(device)
+        del st
+        gc.collect()
+    out["ours_s"] = time.perf_counter() - t0
+    out["ours_peak_gb"] = peak_gb(device)
+    out["speedup"] = out["seed_s"] / out["ours_s"]
+    print(f"  sweep ours: {out['ours_s']:.1f}s (cache {out['ours_cache_s']:.1f}s)", flush=True)
+    return out
+
+
+# --------------------------------------------------------------------------- report
+
+
+def table(res: dict[str, Any]) -> str:
+    """The human-readable summary with ratios against the seed."""
+    lines = []
+    seed = res.get("seed", {})
+    st = seed.get("student_tok_s")
+    peak = res.get("peak", {}).get("tflops")
+    if peak:
+        lines.append(f"measured bf16 peak: {peak:.0f} TFLOP/s")
+    if st:
+        lines.append(f"{'step':<34}{'student tok/s':>14}{'× seed':>9}{'peak GB':>9}")
+        lines.append(f"{'seed (online teacher, LoRA, MSE)':<34}{st:>14,.0f}{1.0:>9.2f}{seed['peak_gb']:>9.1f}")
+    for name, r in res.get("ours", {}).items():
+        if "student_tok_s" in r:
+            ratio = r["student_tok_s"] / st if st else float("nan")
+            lines.append(f"{'ours ' + name:<34}{r['student_tok_s']:>14,.0f}{ratio:>9.2f}{r['peak_gb']:>9.1f}")
+        else:
+            lines.append(f"{'ours ' + name:<34}  {r.get('error')}")
+    for name, r in res.get("cache", {}).items():
+        if isinstance(r, dict) and "tok_s" in r:
+            lines.append(f"cache build {name:<22}{r['tok_s']:>14,.0f} tok/s  {100 * r['share_of_peak']:.1f}% of peak"
+                         f"  {r['peak_gb']:.1f} GB")
+    g = res.get("generate", {})
+    if "eval_15000_estimate_s" in g:
+        lines.append(f"evaluation of 15,000 examples (worst case, batch {g['eval_estimate_batch']}): "
+                     f"{g['eval_15000_estimate_s']:.0f} s")
+    sw = res.get("sweep")
+    if sw:
+        lines.append(f"sweep of {sw['trials']} trials × {sw['steps_per_trial']} steps: seed {sw['seed_s']:.0f} s, "
+                     f"ours {sw['ours_s']:.0f} s (cache {sw['ours_cache_s']:.0f} s) → {sw['speedup']:.2f}×")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--tiny", action="store_true", help="tiny shapes (checks the logic on a CPU)")
+    ap.add_argument("--sections", default="peak,seed,ours,cache,generate")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--variants", default="lora_d0.05_eager,lora_d0_eager,lora_d0_compile,full_eager,full_compile")
+    ap.add_argument("--cache-batches", default="8,16")
+    ap.add_argument("--gen-batches", default="256,1024")
+    ap.add_argument("--sweep-steps", type=int, default=100)
+    ap.add_argument("--gen-static", action="store_true", help="generate with a static KV cache")
+    args = ap.parse_args()
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
+    s = TINY if args.tiny else Shape()
+    torch.backends.cuda.matmul.allow_tf32 = True
+    sections = args.sections.split(",")
+    res: dict[str, Any] = {"shape": s.__dict__, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+                           "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+                           "command": " ".join(sys.argv)}
+    import transformers
+    res["transformers"] = transformers.__version__
+
+    def save() -> None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(res, indent=2))
+
+    res["peak"] = bench_peak(device, args.tiny)
+    print("peak", res["peak"], flush=True)
+    if "seed" in sections:
+        res["seed"] = bench_seed(s, device, dtype, args.reps)
+        print("seed", res["seed"], flush=True)
+        save()
+    if "ours" in sections:
+        res["ours"] = bench_ours(s, device, dtype, args.reps, args.variants.split(","))
+        save()
+    if "cache" in sections:
+        batches = [int(b) for b in args.cache_batches.split(",")]
+        res["cache"] = bench_cache(s, device, dtype, res["peak"]["tflops"], args.reps, batches, True)
+        save()
+    if "generate" in sections:
+        batches = [int(b) for b in args.gen_batches.split(",")]
+        res["generate"] = bench_generate(s, device, dtype, batches if not args.tiny else [2, 4], 256 if not args.tiny else 16,
+                                         16 if not args.tiny else 4, args.gen_static)
+        save()
+    if "sweep" in sections:
+        res["sweep"] = bench_sweep(s, device, dtype, args.sweep_steps if not args.tiny else 2, res["peak"]["tflops"])
+        save()
+    print()
+    print(table(res))
+    save()
+
+
+if __name__ == "__main__":
+    main()
