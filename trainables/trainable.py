@@ -22,7 +22,10 @@ def run_trial(config: dict[str, Any]) -> None:
 
     from trainables.loop import train_loop_per_worker
 
-    cfg = TrialConfig.model_validate(config["trial"])
+    from search_spaces.spaces import resolved_trial
+
+    # A point drawn by the sweep's searcher (config["sampled"]) becomes this trial's λ policy.
+    cfg = TrialConfig.model_validate(resolved_trial(config))
     trial_name = ray.tune.get_context().get_trial_id() or "trial"
     r = cfg.resources
     per_worker: dict[str, float] = {"CPU": r.cpus_per_worker}

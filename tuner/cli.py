@@ -101,6 +101,7 @@ def _cmd_cache_build(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run one command; user mistakes exit 2 with one line on stderr."""
     from trainables.models import ModelUnavailable
+    from trainables.tasks.loaders.errors import DataUnavailable
 
     args = _parser().parse_args(argv)
     try:
@@ -112,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_sweep(args)
         if args.command == "cache":
             return _cmd_cache_build(args)
-    except (SpecError, ModelUnavailable) as err:
+    except (SpecError, ModelUnavailable, DataUnavailable) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except ValueError as err:  # validation inside policies/tasks before any trial runs

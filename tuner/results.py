@@ -61,7 +61,9 @@ def trial_dirs(experiment_dir: str | Path) -> Iterator[Path]:
 
 def trial_columns(params: dict[str, Any]) -> dict[str, Any]:
     """The trial's identifying settings (condition, λ policy, teacher, seed...) as flat columns."""
-    t = params.get("trial", {})
+    from search_spaces.spaces import resolved_trial
+
+    t = resolved_trial(params)
     v = t.get("variant", {})
     policy = v.get("policy", {}) or {}
     pparams = policy.get("params", {}) or {}

@@ -8,7 +8,7 @@ rows. `distill_lambdas` is shorthand for fixed-λ distill variants, and unless
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -27,14 +27,43 @@ from trainables.config import (
 
 
 class SearchConfig(Section):
-    """How Tune explores and prunes the sweep."""
+    """How Tune explores and prunes the sweep.
 
+    `grid` runs exactly the listed variants. `optuna` samples `num_samples` more distill trials
+    from the policy families (define-by-run, conditional on the family; seeded), after the
+    fixed variants. `random` samples one family's Tune space."""
+
+    searcher: Literal["grid", "optuna", "random"] = "grid"
+    families: list[str] = Field(default_factory=lambda: ["fixed"], description="policy families searched")
+    ranges: dict[str, list[float]] = Field(default_factory=dict, description="e.g. {'fixed.lam': [0.01, 1]}")
+    num_samples: int = Field(8, ge=1, le=100_000, description="sampled trials (optuna/random)")
+    seed: int = Field(0, ge=0, description="sampler seed: the same seed gives the same trials")
     scheduler: Literal["asha", "none"] = "asha"
     metric: str = Field("avg", min_length=1, description="a reported metric, e.g. avg or ner/avg")
     mode: Literal["max", "min"] = "max"
     grace_period: int = Field(1, ge=1, le=10_000, description="evaluations before ASHA may stop a trial")
     reduction_factor: float = Field(2.0, gt=1, le=100)
     seeds: list[int] = Field(default_factory=lambda: [42], min_length=1, description="training seeds per variant")
+
+    @model_validator(mode="after")
+    def _check(self) -> "SearchConfig":
+        from search_spaces.spaces import check_families
+
+        if self.searcher != "grid":
+            try:
+                check_families(self.families, self.ranges)
+            except ValueError as err:
+                raise ValueError(str(err)) from None
+        if self.searcher == "random" and len(self.families) != 1:
+            raise ValueError("search.families: random search takes one family (use optuna for several)")
+        return self
+
+
+class GridConfig(Section):
+    """A named grid of distill variants, e.g. {kind: entropy, args: {lam_maxes: [0.1, 0.5]}}."""
+
+    kind: str
+    args: dict[str, Any] = Field(default_factory=dict)
 
 
 class SweepSpec(Section):
@@ -51,6 +80,7 @@ class SweepSpec(Section):
     search: SearchConfig = Field(default_factory=SearchConfig)
     variants: list[VariantConfig] = Field(default_factory=list)
     distill_lambdas: list[float] = Field(default_factory=list, description="fixed-λ distill variants")
+    grids: list[GridConfig] = Field(default_factory=list, description="named grids of distill variants")
     control_lambda: float = Field(0.05, ge=0, le=100, description="λ of the added control baseline")
     add_baselines: bool = Field(True, description="add SFT and control(control_lambda) variants when missing")
 
@@ -63,6 +93,10 @@ class SweepSpec(Section):
             raise ValueError(
                 f"train.batch_size ({self.train.batch_size}) must be ≥ resources.num_workers ({self.resources.num_workers})"
             )
+        from trainables.policies import check_policy
+
+        for v in self.variants:
+            check_policy(v.policy.name, v.policy.params)
         if not self.expanded_variants():
             raise ValueError("the sweep has no variants: set variants, distill_lambdas or add_baselines")
         labels = [v.label for v in self.expanded_variants()]
@@ -76,6 +110,11 @@ class SweepSpec(Section):
         out = list(self.variants)
         for lam in self.distill_lambdas:
             out.append(VariantConfig(condition="distill", policy=PolicyConfig(name="fixed", params={"lam": lam})))
+        for grid in self.grids:
+            from search_spaces.spaces import grid_policies
+
+            for policy in grid_policies(grid.kind, grid.args):
+                out.append(VariantConfig(condition="distill", policy=policy, label=grid_label(policy)))
         if self.add_baselines:
             if not any(v.condition == "sft" for v in out):
                 out.insert(0, VariantConfig(condition="sft", protected=True))
@@ -100,8 +139,21 @@ class SweepSpec(Section):
 
     def teacher_modes(self) -> list[str]:
         """The teacher caches this sweep needs (one per distinct teacher mode)."""
-        return sorted({v.teacher_mode for v in self.expanded_variants() if v.uses_teacher and v.teacher_mode})
+        modes = {v.teacher_mode for v in self.expanded_variants() if v.uses_teacher and v.teacher_mode}
+        if self.search.searcher != "grid":
+            modes.add("fewshot")  # sampled trials distil from the few-shot teacher
+        return sorted(modes)
 
     def evals_per_trial(self) -> int:
         """How many evaluation reports a full-length training trial makes (ASHA's max_t)."""
         return max(1, math.ceil(self.train.steps / self.train.eval_every))
+
+
+def grid_label(policy: PolicyConfig) -> str:
+    """A label for a grid-made distill variant, e.g. 'distill entropy lam_max=0.5'."""
+    parts = []
+    for k, v in sorted(policy.params.items()):
+        if isinstance(v, dict):
+            v = ",".join(f"{t}:{x:g}" for t, x in v.items())
+        parts.append(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}")
+    return f"distill {policy.name} " + " ".join(parts)

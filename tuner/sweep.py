@@ -35,19 +35,25 @@ class SweepOutcome:
 # --------------------------------------------------------------------------- Ray
 
 
-def init_ray(num_cpus: int | None = None) -> None:
-    """Connect to the cluster in RAY_ADDRESS (e.g. under `ray job submit`), else start a local Ray."""
+def init_ray(num_cpus: int | None = None) -> str | None:
+    """Connect to the cluster in RAY_ADDRESS (e.g. under `ray job submit`), else start a local Ray;
+    returns the dashboard URL when a dashboard runs."""
     import ray
 
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init(log_to_driver=False)
-        return
-    # Trial drivers mostly wait on their workers, so logical CPUs = 2 × cores lets two trials run
-    # side by side on a laptop, each worker holding one core.
-    ray.init(num_cpus=num_cpus or 2 * (os.cpu_count() or 1), log_to_driver=False,
-             include_dashboard=os.environ.get("LAMTUNE_DASHBOARD", "0") == "1")
+    if not ray.is_initialized():
+        if os.environ.get("RAY_ADDRESS"):
+            ray.init(log_to_driver=False)
+        else:
+            # Trial drivers mostly wait on their workers, so logical CPUs = 2 × cores lets two
+            # trials run side by side on a laptop, each worker holding one core.
+            ray.init(num_cpus=num_cpus or 2 * (os.cpu_count() or 1), log_to_driver=False,
+                     include_dashboard=os.environ.get("LAMTUNE_DASHBOARD", "0") == "1")
+    try:
+        url = ray.get_runtime_context().dashboard_url if hasattr(ray.get_runtime_context(), "dashboard_url") else None
+        url = url or ray._private.worker.global_worker.node.address_info.get("webui_url")
+    except Exception:  # no dashboard (ray without the default extra, or disabled)
+        url = None
+    return f"http://{url}" if url and not str(url).startswith("http") else url
 
 
 def trial_resources(spec: SweepSpec) -> dict[str, float]:
@@ -134,7 +140,9 @@ def _progress_callback(out: TextIO) -> Any:
             self.t0 = time.perf_counter()
 
         def _label(self, trial: Any) -> str:
-            return trial.config.get("trial", {}).get("variant", {}).get("label", trial.trial_id)
+            from search_spaces.spaces import resolved_trial
+
+            return resolved_trial(trial.config).get("variant", {}).get("label", trial.trial_id)
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
             ce, kd = result.get("train/ce"), result.get("train/kd")
@@ -153,6 +161,58 @@ def _progress_callback(out: TextIO) -> Any:
     return Progress()
 
 
+def _new_tuner(spec: SweepSpec, trainable: Any, trials: list, concurrent: int, storage: Path, out: TextIO) -> Any:
+    """A Tuner for the sweep's searcher: the grid of variants, or the variants then sampled trials."""
+    from ray import tune
+
+    search = spec.search
+    fixed = [{"trial": t.model_dump()} for t in trials]
+    tune_config: dict[str, Any] = dict(metric=search.metric, mode=search.mode, scheduler=_scheduler(spec),
+                                       max_concurrent_trials=concurrent,
+                                       trial_dirname_creator=lambda t: f"trial_{t.trial_id}")
+    if search.searcher == "grid":
+        param_space: dict[str, Any] | None = {"trial": tune.grid_search([f["trial"] for f in fixed])}
+    else:
+        # Sampled trials distil from the few-shot teacher with the sampled policy (see run_trial).
+        base = spec.trial_configs(trials[0].experiment_dir, trials[0].cache_paths)[0]
+        base = base.model_copy(update={"variant": base.variant.model_copy(
+            update={"condition": "distill", "teacher_mode": "fewshot", "protected": False, "label": "sampled"})})
+        if search.searcher == "optuna":
+            import optuna
+            from ray.tune.search.optuna import OptunaSearch
+
+            from search_spaces.spaces import define_by_run
+            from tuner.searchers import BaselinesFirst
+
+            space = define_by_run(search.families, search.ranges, {"trial": base.model_dump()})
+            inner = OptunaSearch(space=space, metric=search.metric, mode=search.mode,
+                                 sampler=optuna.samplers.TPESampler(seed=search.seed))
+            tune_config["search_alg"] = BaselinesFirst(inner, fixed)
+            param_space = None
+        else:  # random: Tune's own sampling of one family's space, seeded
+            from ray.tune.search import BasicVariantGenerator
+
+            from search_spaces.spaces import tune_space
+            from tuner.searchers import BaselinesFirst
+
+            param_space = None
+            gen = BasicVariantGenerator(random_state=search.seed)
+            gen.set_search_properties(search.metric, search.mode,
+                                      {"trial": base.model_dump(), **tune_space(search.families[0], search.ranges)})
+            tune_config["search_alg"] = BaselinesFirst(gen, fixed)
+        tune_config["num_samples"] = len(fixed) + search.num_samples
+        print(f"searcher {search.searcher}: {len(fixed)} fixed trials, then {search.num_samples} sampled from "
+              f"{', '.join(search.families)} (seed {search.seed})", file=out)
+    return tune.Tuner(
+        trainable,
+        param_space=param_space,
+        tune_config=tune.TuneConfig(**tune_config),
+        run_config=tune.RunConfig(name=spec.name, storage_path=str(storage), verbose=0,
+                                  callbacks=[_progress_callback(out)],
+                                  failure_config=tune.FailureConfig(max_failures=0)),
+    )
+
+
 def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False,
               out: TextIO = sys.stdout) -> SweepOutcome:
     """Run the whole sweep and return where its results and table are."""
@@ -167,7 +227,9 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     storage = Path(storage or default_storage()).expanduser().resolve()
     experiment_dir = storage / spec.name
     storage.mkdir(parents=True, exist_ok=True)
-    init_ray()
+    dashboard = init_ray()
+    if dashboard:
+        print(f"Ray dashboard: {dashboard}", file=out)
     if spec.model.name == "tiny":
         ensure_tiny_model(spec.model.tiny)
     load_tokenizer(spec.model)  # fail fast, in one line, when the model cannot be reached
@@ -180,18 +242,10 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
 
     trainable = tune.with_resources(run_trial, {"CPU": 1})
     if resume and tune.Tuner.can_restore(str(experiment_dir)):
+        print(f"resuming {experiment_dir}: finished trials are kept", file=out)
         tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True, restart_errored=True)
     else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={"trial": tune.grid_search([t.model_dump() for t in trials])},
-            tune_config=tune.TuneConfig(metric=spec.search.metric, mode=spec.search.mode,
-                                        scheduler=_scheduler(spec), max_concurrent_trials=concurrent,
-                                        trial_dirname_creator=lambda t: f"trial_{t.trial_id}"),
-            run_config=tune.RunConfig(name=spec.name, storage_path=str(storage), verbose=0,
-                                      callbacks=[_progress_callback(out)],
-                                      failure_config=tune.FailureConfig(max_failures=0)),
-        )
+        tuner = _new_tuner(spec, trainable, trials, concurrent, storage, out)
     grid = tuner.fit()
     errors = {r.path: _one_line(r.error) for r in grid if r.error is not None}
 
