@@ -96,7 +96,8 @@ class SweepSpec(Section):
         from trainables.policies import check_policy
 
         for v in self.variants:
-            check_policy(v.policy.name, v.policy.params)
+            if v.uses_teacher:
+                check_policy(v.policy.name, v.policy.params)
         if not self.expanded_variants():
             raise ValueError("the sweep has no variants: set variants, distill_lambdas or add_baselines")
         labels = [v.label for v in self.expanded_variants()]

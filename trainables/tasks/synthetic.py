@@ -6,7 +6,9 @@ lexicon. A tiny grammar builds each example at the concept level (lexicon class,
 IOB2 tag) and then spells it out in the requested language, so example ``i`` of a split is a word-
 for-word translation of example ``i`` in every other language and each task means the same thing
 everywhere. Answers rest on surface cues a tiny model can learn: copying (entailment, QA spans),
-a negation word (contradiction), subject/object order (paraphrase) and word identity (tags).
+a negation word (contradiction), an added modifier or an unseen verb (neutral), which phrase
+comes first (paraphrase) and word identity (tags; each word has one UPOS tag, names are their
+own word classes).
 
 Splits are disjoint by construction: each concept-level example is assigned to one split by a
 stable hash of its content, and examples hashing to another split are redrawn.
@@ -58,9 +60,9 @@ _PUNCT: Mapping[str, tuple[str, str, str]] = MappingProxyType({
     "en": (".", ",", "?"), "es": (".", ",", "?"), "de": (".", ",", "?"), "fr": (".", ",", "?"),
     "hi": ("।", ",", "?"), "zh": ("。", "，", "？"),
 })
-PERIOD, COMMA, QUESTION = 0, 1, 2
+_PERIOD, _COMMA, _QUESTION = 0, 1, 2
 #: Indices into the "wh" class.
-WHO, WHAT, WHERE = 0, 1, 2
+_WHO, _WHAT, _WHERE = 0, 1, 2
 
 
 @dataclass(frozen=True)
@@ -290,13 +292,27 @@ def _clause(rng: random.Random, negated: bool) -> _Clause:
         pred, neg_at = (_tok("aux", 0, "AUX"), _tok("adj", _pick(rng, "adj"), "ADJ")), 1
     else:
         pred, neg_at = _verbal_pred(rng), 0
-    mods: list[Tok] = []
-    if not negated and rng.random() < 0.5:
-        mods += [_tok("adp", _pick(rng, "adp"), "ADP"),
-                 *(_entity(rng, "LOC") if rng.random() < 0.6 else _common_np(rng))]
-    if not negated and rng.random() < 0.25:
-        mods.append(_tok("adv", _pick(rng, "adv"), "ADV"))
-    return _Clause(subj, pred, neg_at, negated, tuple(mods))
+    return _Clause(subj, pred, neg_at, negated, () if negated else _modifiers(rng, 0.5, 0.25))
+
+
+def _modifiers(rng: random.Random, p_place: float, p_adverb: float) -> tuple[Tok, ...]:
+    """Optional ADP phrase followed by an optional ADV."""
+    place = _modifier(rng, "ADP") if rng.random() < p_place else []
+    adverb = _modifier(rng, "ADV") if rng.random() < p_adverb else []
+    return (*place, *adverb)
+
+
+def _modifier(rng: random.Random, kind: str = "") -> list[Tok]:
+    """One modifier: an ADP phrase (a place or a common noun phrase) or an ADV."""
+    if (kind or rng.choice(("ADP", "ADV"))) == "ADV":
+        return [_tok("adv", _pick(rng, "adv"), "ADV")]
+    return [_tok("adp", _pick(rng, "adp"), "ADP"),
+            *(_entity(rng, "LOC") if rng.random() < 0.6 else _common_np(rng))]
+
+
+def _contains(toks: tuple[Tok, ...], part: list[Tok]) -> bool:
+    """Whether part occurs as a contiguous run inside toks."""
+    return any(list(toks[i:i + len(part)]) == part for i in range(len(toks) - len(part) + 1))
 
 
 def _sentence(rng: random.Random, max_len: int = 15) -> list[Tok]:
@@ -304,9 +320,10 @@ def _sentence(rng: random.Random, max_len: int = 15) -> list[Tok]:
     while True:
         toks = _clause(rng, rng.random() < 0.15).full()
         if rng.random() < 0.3:
+            toks += [_punct(_COMMA)] if rng.random() < 0.5 else []
             toks += [_tok("cconj", _pick(rng, "cconj"), "CCONJ"),
                      *_clause(rng, rng.random() < 0.15).full()]
-        toks.append(_punct(PERIOD))
+        toks.append(_punct(_PERIOD))
         if 4 <= len(toks) <= max_len:
             return toks
 
@@ -318,54 +335,47 @@ def _sentence(rng: random.Random, max_len: int = 15) -> list[Tok]:
 
 def _nli(rng: random.Random, label: str) -> tuple[list[Tok], list[Tok]]:
     """Premise; hypothesis = one clause's core (entailment), its negation flipped (contradiction),
-    or its subject with a verb and object the premise does not mention (neutral)."""
+    or for neutral either a positive clause's core plus a new modifier (added information) or its
+    subject with a verb and object the premise does not mention."""
     clauses = [_clause(rng, rng.random() < 0.2)]
     premise = clauses[0].full()
     if rng.random() < 0.5:
         clauses.append(_clause(rng, rng.random() < 0.2))
         premise += [_tok("cconj", _pick(rng, "cconj"), "CCONJ"), *clauses[1].full()]
-    premise.append(_punct(PERIOD))
+    premise.append(_punct(_PERIOD))
     target = rng.choice(clauses)
     if label == "entailment":
         hyp = target.core()
     elif label == "contradiction":
         hyp = target.core(negated=not target.negated)
+    elif not target.negated and rng.random() < 0.5:
+        extra = _modifier(rng)
+        while _contains(target.mods, extra):
+            extra = _modifier(rng)
+        hyp = target.core() + extra
     else:
         used = {idx for kind, idx, _, _ in premise if kind == "verb"}
         verb = rng.choice([v for v in range(_SIZE["verb"]) if v not in used])
         hyp = _Clause(target.subj, _verbal_pred(rng, verb), 0, rng.random() < 0.3).core()
-    return premise, hyp + [_punct(PERIOD)]
+    return premise, hyp + [_punct(_PERIOD)]
 
 
 def _pa(rng: random.Random, label: int) -> tuple[list[Tok], list[Tok]]:
-    """PAWS-style pair over the same words: swapped conjuncts or a fronted place phrase keep the
-    meaning (label 1); exchanging subject and object changes it (label 0)."""
+    """PAWS-style pair over the same words from "A VERB B and C [ADP LOC] .": swapping B and C keeps
+    the meaning (label 1); exchanging the subject A with the object B-and-C changes it (label 0)."""
     while True:
-        subj = [_np(rng, _ARGUMENT) for _ in range(rng.choice((1, 1, 2)))]
-        obj = [_np(rng, _ARGUMENT) for _ in range(rng.choice((1, 2)))]
-        pp = [_tok("adp", _pick(rng, "adp"), "ADP"), *_entity(rng, "LOC")]
-        pp = pp if rng.random() < 0.5 else []
-        args = subj + obj
-        if (len(subj) + len(obj) > 2 or pp) and len({tuple(a) for a in args}) == len(args):
+        subj, obj1, obj2 = (_np(rng, _ARGUMENT) for _ in range(3))
+        if len({tuple(subj), tuple(obj1), tuple(obj2)}) == 3:
             break
     verb, conj = _tok("verb", _pick(rng, "verb"), "VERB"), _tok("cconj", 0, "CCONJ")
-    fronted = bool(pp) and rng.random() < 0.3
-
-    def render(s: list[list[Tok]], o: list[list[Tok]], front: bool) -> list[Tok]:
-        def coord(parts: list[list[Tok]]) -> list[Tok]:
-            return parts[0] + ([conj, *parts[1]] if len(parts) == 2 else [])
-        body = coord(s) + [verb] + coord(o)
-        return (pp + [_punct(COMMA)] + body if front else body + pp) + [_punct(PERIOD)]
-
-    first = render(subj, obj, fronted)
-    if label == 0:
-        subj, obj = obj, subj
-    moves = [m for m, ok in (("s", len(subj) == 2), ("o", len(obj) == 2), ("f", bool(pp))) if ok]
-    chosen = [m for m in moves if rng.random() < 0.5]
-    if label == 1 and not chosen:
-        chosen = [rng.choice(moves)]
-    second = render(subj[::-1] if "s" in chosen else subj, obj[::-1] if "o" in chosen else obj,
-                    fronted != ("f" in chosen))
+    place = [_tok("adp", _pick(rng, "adp"), "ADP"), *_entity(rng, "LOC")]
+    place = place if rng.random() < 0.4 else []
+    first = [*subj, verb, *obj1, conj, *obj2, *place, _punct(_PERIOD)]
+    if label == 1:
+        second = [*subj, verb, *obj2, conj, *obj1, *place, _punct(_PERIOD)]
+    else:
+        obj1, obj2 = (obj2, obj1) if rng.random() < 0.5 else (obj1, obj2)
+        second = [*obj1, conj, *obj2, verb, *subj, *place, _punct(_PERIOD)]
     return (first, second) if rng.random() < 0.5 else (second, first)
 
 
@@ -391,13 +401,14 @@ def _qa(rng: random.Random, qtype: str) -> tuple[list[Tok], list[Tok], tuple[int
             "what": ([*person, verb], (bare_obj, at_verb + 1 + len(obj))),
             "where": ([*person, verb, *obj], (at_place, at_place + len(place))),
         }[qtype])
-        context += [*person, verb, *obj, adp, *place, _punct(PERIOD)]
+        context += [*person, verb, *obj, adp, *place, _punct(_PERIOD)]
     words, span = questions[rng.randrange(k)]
-    wh = {"who": (WHO, "PRON"), "what": (WHAT, "PRON"), "where": (WHERE, "ADV")}[qtype]
-    return context, [_tok("wh", *wh), *words, _punct(QUESTION)], span
+    wh = {"who": (_WHO, "PRON"), "what": (_WHAT, "PRON"), "where": (_WHERE, "ADV")}[qtype]
+    return context, [_tok("wh", *wh), *words, _punct(_QUESTION)], span
 
 
 def _tagged(rng: random.Random, _label: None) -> list[Tok]:
+    """A sentence for ner and pos (its tokens carry both tag sets)."""
     return _sentence(rng)
 
 
@@ -487,7 +498,8 @@ def _record_lines(task: str, r: Record) -> list[str]:
 
 def corpus(seed: int = 0, per_task: int = 200) -> list[str]:
     """Return plain-text lines covering every word, label and tag the synthetic data can contain."""
-    lines = [" ".join(labels) for labels in (NLI_LABELS, PA_ANSWERS, ("0", "1"), NER_TAGS, UPOS_TAGS)]
+    label_sets = (NLI_LABELS, PA_ANSWERS, ("0", "1"), NER_TAGS, UPOS_TAGS)
+    lines = [" ".join(labels) for labels in label_sets]
     for lang in LANGS:
         lines += [" ".join(words) for words in _lexicon(lang).values()]
     for task in TASKS:
