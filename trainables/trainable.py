@@ -7,6 +7,7 @@ become one Tune result row, which ASHA acts on). GPUs are reserved by the inner 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,9 @@ def run_trial(config: dict[str, Any]) -> None:
 
     # A point drawn by the sweep's searcher (config["sampled"]) becomes this trial's λ policy.
     cfg = TrialConfig.model_validate(resolved_trial(config))
+    # Train V2 hands these to its controller. Worker start-up can exceed Ray's default 60 s on a
+    # loaded machine (several trials importing torch on two cores); a timeout there fails a trial.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "900")
     trial_name = ray.tune.get_context().get_trial_id() or "trial"
     r = cfg.resources
     per_worker: dict[str, float] = {"CPU": r.cpus_per_worker}

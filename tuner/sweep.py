@@ -22,6 +22,10 @@ def default_storage() -> Path:
     return Path(os.environ.get("LAMTUNE_STORAGE", Path.home() / "lamtune_results")).expanduser()
 
 
+class ExperimentExists(ValueError):
+    """The experiment directory already holds a sweep and --resume was not given."""
+
+
 @dataclass
 class SweepOutcome:
     """What a finished sweep leaves behind."""
@@ -226,6 +230,9 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
 
     storage = Path(storage or default_storage()).expanduser().resolve()
     experiment_dir = storage / spec.name
+    if not resume and list(experiment_dir.glob("experiment_state-*.json")):
+        raise ExperimentExists(f"{experiment_dir} already holds a sweep: add --resume to continue it, "
+                               "or give another --name")
     storage.mkdir(parents=True, exist_ok=True)
     dashboard = init_ray()
     if dashboard:

@@ -1,0 +1,140 @@
+"""The service as users run it: `ray job submit` to a real token-protected head, and --resume after
+the sweep's driver is killed part-way. Both start their own Ray processes (slow: marked e2e)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = [
+    "train.steps=4", "train.eval_every=2", "train.batch_size=4", "train.warmup_steps=1",
+    "data.max_train_per_task=12", "data.synthetic_sizes={train: 12, dev: 4, test: 4}",
+    "eval.dev_per_pair=2", "eval.test_per_pair=2",
+    "eval.max_new_tokens={nli: 2, pa: 2, qa: 4, ner: 6, pos: 6}", "teacher.top_k=64",
+]
+
+
+def _sets(extra: list[str] = ()) -> list[str]:
+    return [a for s in [*TINY, *extra] for a in ("--set", s)]
+
+
+def _ray_bin() -> str:
+    return str(Path(sys.executable).parent / "ray")
+
+
+@pytest.mark.e2e
+def test_ray_job_submit_to_a_token_protected_head(tmp_path):
+    token = secrets.token_hex(32)
+    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
+           "RAY_memory_monitor_refresh_ms": "0"}
+    env.pop("RAY_ADDRESS", None)
+    port, dash = 6390, 8290
+    head = subprocess.Popen(
+        [_ray_bin(), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4", "--disable-usage-stats",
+         f"--temp-dir={tmp_path / 'ray'}", "--ray-client-server-port=10201",
+         "--min-worker-port=20000", "--max-worker-port=20999"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"http://127.0.0.1:{dash}"
+    try:
+        deadline = time.time() + 300
+        while True:  # the Jobs API answers once the dashboard is up
+            try:
+                urllib.request.urlopen(f"{address}/api/version", timeout=2)
+                break
+            except urllib.error.HTTPError:
+                break  # it answered (401 without a token): it is up
+            except Exception:
+                if time.time() > deadline:
+                    raise TimeoutError("the Ray head did not come up")
+                time.sleep(1)
+        # Token auth is on: the Jobs API refuses a request without the token.
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{address}/api/jobs/", timeout=5)
+        assert err.value.code in (401, 403)
+
+        storage = tmp_path / "sweeps"
+        cmd = [_ray_bin(), "job", "submit", "--address", address, "--working-dir", str(REPO),
+               "--runtime-env-json", json.dumps({"env_vars": {
+                   "LAMTUNE_HOME": os.environ["LAMTUNE_HOME"], "HF_HUB_OFFLINE": "1"}}),
+               "--", "python", "-m", "tuner", "sweep", "smoke", *_sets(["distill_lambdas=[0.5]"]),
+               "--storage", str(storage), "--name", "job-smoke"]
+        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+        assert "succeeded" in (r.stdout + r.stderr)
+        assert "Δ vs SFT" in r.stdout
+        df = pd.read_parquet(storage / "job-smoke" / "results.parquet")
+        assert set(df["label"]) == {"sft", "control λ=0.05", "distill λ=0.5"}
+        assert (df[df["split"] == "test"]["final"]).all()
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+        # Only this head's processes (they all name its temp dir), never another Ray on the machine.
+        subprocess.run(["pkill", "-9", "-f", str(tmp_path / "ray")], check=False)
+        shutil.rmtree(tmp_path / "ray", ignore_errors=True)
+
+
+def _final_trials(exp: Path) -> set[str]:
+    done = set()
+    for d in exp.glob("trial_*"):
+        f = d / "result.json"
+        if f.is_file() and any(json.loads(line).get("final") for line in f.read_text().splitlines() if line.strip()):
+            done.add(d.name)
+    return done
+
+
+@pytest.mark.e2e
+def test_resume_after_the_driver_is_killed(tmp_path):
+    storage = tmp_path / "sweeps"
+    env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_memory_monitor_refresh_ms": "0"}
+    env.pop("RAY_ADDRESS", None)
+    # Two concurrent trials at most, four in all: kill once the first pair has finished.
+    args = [sys.executable, "-m", "tuner", "sweep", "smoke", *_sets(["resources.max_concurrent_trials=2"]),
+            "--storage", str(storage), "--name", "resumable"]
+    proc = subprocess.Popen(args, env=env, cwd=REPO, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    exp = storage / "resumable"
+    try:
+        deadline = time.time() + 600
+        while len(_final_trials(exp)) < 1:
+            assert proc.poll() is None, "the sweep ended before it could be killed"
+            assert time.time() < deadline, "no trial finished in time"
+            time.sleep(1)
+        time.sleep(4)  # let Tune write its experiment state (TUNE_GLOBAL_CHECKPOINT_S=1)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    finished_before = _final_trials(exp)
+    lines_before = {t: (exp / t / "result.json").read_text() for t in finished_before}
+    assert 1 <= len(finished_before) < 4
+
+    # Without --resume the CLI refuses to start over in the same directory.
+    r = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "add --resume" in r.stderr
+
+    r = subprocess.run([*args, "--resume"], env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "resuming" in r.stdout
+    # The finished trials were kept, not run again; the others ran to the end.
+    for t in finished_before:
+        assert (exp / t / "result.json").read_text() == lines_before[t]
+    assert len(_final_trials(exp)) == 4
+    df = pd.read_parquet(exp / "results.parquet")
+    assert df[df["final"]].groupby("label")["trial_id"].nunique().eq(1).all()
+    assert set(df["label"]) == {"sft", "control λ=0.05", "distill λ=0.05", "distill λ=0.5"}
