@@ -6,6 +6,7 @@ composes these sections, and each Tune trial receives them as a plain dict it re
 
 from __future__ import annotations
 
+import os
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -68,6 +69,11 @@ class DataConfig(Section):
     source: str = Field("synthetic", description="'synthetic', 'hub', or 'local:<dir>'")
     tasks: list[str] = Field(default_factory=lambda: list(TASKS))
     train_lang: str = "en"
+    train_split: Literal["train", "dev"] = Field(
+        "train",
+        description="split of train_lang the training pool comes from; 'dev' for data without a training set "
+        "(e.g. the XTREME sample): its dev scores in train_lang are then in-sample",
+    )
     eval_langs: list[str] = Field(default_factory=lambda: list(LANGS))
     max_train_per_task: int = Field(5000, ge=1, le=1_000_000)
     synthetic_sizes: dict[str, int] = Field(
@@ -82,8 +88,11 @@ class DataConfig(Section):
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
-        if v in ("synthetic", "hub") or (v.startswith("local:") and len(v) > len("local:")):
+        if v in ("synthetic", "hub"):
             return v
+        if v.startswith("local:") and v[len("local:"):].strip():
+            # Absolute, so that trials (whose working directory is their own) find the same folder.
+            return "local:" + os.path.abspath(os.path.expanduser(v[len("local:"):].strip()))
         raise ValueError(f"must be 'synthetic', 'hub' or 'local:<dir>', got {v!r}")
 
     @field_validator("tasks")
@@ -138,6 +147,7 @@ class TeacherConfig(Section):
     checkpoint_shots: bool = Field(False, description="show the checkpoint teacher the k-shot prompt")
     batch_size: int = Field(16, ge=1, le=4096)
     use_gpu: bool = False
+    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the decoder layers (auto: on GPU)")
     cache_dir: str | None = Field(None, description="default: <storage>/teacher_cache")
 
 
@@ -155,6 +165,7 @@ class TrainConfig(Section):
     jsd_beta: float = Field(0.5, gt=0, lt=1)
     kd_alignment: Literal["causal", "legacy"] = "causal"
     eval_every: int = Field(100, ge=1, le=10_000_000)
+    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the decoder layers (auto: on GPU)")
     seed: int = Field(42, ge=0)
 
 
@@ -180,11 +191,30 @@ class EvalConfig(Section):
         return {**DEFAULT_MAX_NEW_TOKENS, **v}
 
 
+def compile_enabled(setting: str, device_type: str) -> bool:
+    """Whether a compile setting ('auto' | 'on' | 'off') turns compilation on for this device type."""
+    return setting == "on" or (setting == "auto" and device_type == "cuda")
+
+
 class PolicyConfig(Section):
-    """A λ policy: the KD weight added to CE (loss = CE + λ·KD), by name and parameters."""
+    """A λ policy: the KD weight added to CE (loss = CE + λ·KD), by name and parameters.
+
+    Names and parameters are listed in `trainables.policies`; composite policies nest this shape.
+    They are checked here, before any trial runs (whether every task of the sweep is covered is
+    checked when the trial builds the policy)."""
 
     name: str = "fixed"
     params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> "PolicyConfig":
+        # The bare default is the policy slot of variants without a teacher (sft, base, fewshot).
+        if self.name == "fixed" and not self.params:
+            return self
+        from trainables.policies import check_policy  # lazy: the policies import torch
+
+        check_policy(self.name, self.params)
+        return self
 
 
 class VariantConfig(Section):

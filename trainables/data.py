@@ -14,11 +14,13 @@ from typing import Any
 from trainables.alignment import Encoded, encode
 from trainables.config import DataConfig, TrialConfig
 from trainables.prompts import render, sample_shots
+from trainables.tasks.loaders.errors import DataFormatError, DataUnavailable
 from trainables.tasks.schema import LANGS, XTREME_LANGS, Record
 
-
-class DataUnavailable(ValueError):
-    """A (task, language, split) the configured source does not have."""
+__all__ = [
+    "DataFormatError", "DataUnavailable", "TrainExample", "available_langs", "check_sources", "close_with_eos",
+    "fewshot_encoding", "load_records", "subset", "teacher_encoding", "training_pools", "training_set",
+]
 
 
 def available_langs(data: DataConfig, task: str) -> tuple[str, ...]:
@@ -36,6 +38,17 @@ def load_records(data: DataConfig, task: str, lang: str, split: str) -> list[Rec
     from trainables.tasks.loaders import load_split
 
     return load_split(data.source, task, lang, split)
+
+
+def check_sources(cfg: TrialConfig) -> None:
+    """Load once every split a trial reads (training pools; dev and eval.test_split of each evaluated
+    pair), so that missing or unreachable data fails early, in the caller's process, as one line."""
+    d = cfg.data
+    for task in d.tasks:
+        load_records(d, task, d.train_lang, d.train_split)
+        for lang in available_langs(d, task):
+            for split in dict.fromkeys(("dev", cfg.eval.test_split)):
+                load_records(d, task, lang, split)
 
 
 def subset(records: list[Record], n: int, seed: int) -> list[Record]:
@@ -68,10 +81,10 @@ class TrainExample:
 
 
 def training_pools(cfg: TrialConfig) -> dict[str, list[Record]]:
-    """Per task, the training records (train split of the training language, at most max_train_per_task)."""
+    """Per task, the training records (data.train_split of the training language, at most max_train_per_task)."""
     d = cfg.data
     return {
-        task: subset(load_records(d, task, d.train_lang, "train"), d.max_train_per_task, d.seed)
+        task: subset(load_records(d, task, d.train_lang, d.train_split), d.max_train_per_task, d.seed)
         for task in d.tasks
     }
 

@@ -3,6 +3,10 @@
 Reports `<task>/<lang>/<metric>` (0–100), `<task>/<lang>/parse_fail` (% of outputs that could
 not be parsed; they count as wrong), `<task>/avg` (the headline metric averaged over the
 task's languages) and `avg` (the mean of the task averages).
+
+A (task, language) pair the real dataset lacks (PAWS-X has no Hindi, MLQA no French) is not
+evaluated and reports nothing — no zero that would drag averages down; `skipped_pairs` lists
+those pairs with the reason, for the results to record.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from trainables.data import available_langs, close_with_eos, fewshot_encoding, l
 from trainables.models import AnswerSpanLM, causal_lm
 from trainables.prompts import render
 from trainables.tasks import get_task, metric
+from trainables.tasks.loaders import missing_reason
 from trainables.tasks.schema import HEADLINE_METRIC, Record
 
 
@@ -31,6 +36,17 @@ class EvalItem:
     lang: str
     record: Record
     prompt_ids: tuple[int, ...]
+
+
+def skipped_pairs(cfg: TrialConfig) -> list[tuple[str, str, str]]:
+    """The (task, language, reason) pairs of data.tasks × data.eval_langs that are not evaluated."""
+    out = []
+    for task in cfg.data.tasks:
+        kept = available_langs(cfg.data, task)
+        for lang in cfg.data.eval_langs:
+            if lang not in kept:
+                out.append((task, lang, missing_reason(task, lang) or f"{task} has no {lang} in this source"))
+    return out
 
 
 def eval_items(cfg: TrialConfig, tokenizer: Any, split: str, n_per_pair: int, fewshot: bool) -> list[EvalItem]:
@@ -79,27 +95,32 @@ def generate(model: nn.Module, tokenizer: Any, prompts: Sequence[tuple[int, ...]
 
 
 @torch.no_grad()
+def choice_logprobs(model: nn.Module, tokenizer: Any, item: EvalItem, device: torch.device) -> list[float]:
+    """Total log-likelihood of each of the task's answer strings (its answer tokens) after the item's prompt."""
+    choices = get_task(item.task).choices
+    if not choices:
+        raise ValueError(f"eval.mode=score supports classification tasks only, not {item.task}")
+    eos = close_with_eos(tokenizer)
+    encs = []
+    for c in choices:
+        # The candidate's answer tokens, appended to the item's own prompt (zero- or few-shot).
+        rp = render(tokenizer, item.task, {**item.record, **_as_gold(item.task, c)})
+        answer_ids = encode(tokenizer, rp.prompt, rp.answer, eos).answer_ids
+        encs.append(Encoded(item.prompt_ids + answer_ids, len(item.prompt_ids)))
+    b = collate(encs, tokenizer.pad_token_id, "right").to(device)
+    logits = AnswerSpanLM(model)(b.input_ids, b.attention_mask, b.position_ids, b.rows, b.cols)
+    tok = torch.log_softmax(logits.float(), -1).gather(-1, b.targets[:, None]).squeeze(-1)
+    totals = torch.zeros(len(choices), device=tok.device).index_add_(0, b.rows, tok)
+    return [float(t) for t in totals]
+
+
 def score_choices(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], batch_size: int,
                   device: torch.device) -> list[str]:
     """For classification items: the answer string whose tokens have the highest total log-likelihood."""
-    span = AnswerSpanLM(model)
-    eos = close_with_eos(tokenizer)
     chosen: list[str] = []
     for item in items:
-        choices = get_task(item.task).choices
-        if not choices:
-            raise ValueError(f"eval.mode=score supports classification tasks only, not {item.task}")
-        encs = []
-        for c in choices:
-            # The candidate's answer tokens, appended to the item's own prompt (zero- or few-shot).
-            rp = render(tokenizer, item.task, {**item.record, **_as_gold(item.task, c)})
-            answer_ids = encode(tokenizer, rp.prompt, rp.answer, eos).answer_ids
-            encs.append(Encoded(item.prompt_ids + answer_ids, len(item.prompt_ids)))
-        b = collate(encs, tokenizer.pad_token_id, "right").to(device)
-        logp = torch.log_softmax(span(b.input_ids, b.attention_mask, b.position_ids, b.rows, b.cols).float(), -1)
-        tok = logp.gather(-1, b.targets[:, None]).squeeze(-1)
-        totals = torch.zeros(len(choices), device=tok.device).index_add_(0, b.rows, tok)
-        chosen.append(choices[int(totals.argmax())])
+        scores = choice_logprobs(model, tokenizer, item, device)
+        chosen.append(get_task(item.task).choices[scores.index(max(scores))])
     return chosen
 
 

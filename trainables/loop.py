@@ -2,10 +2,13 @@
 multilingual evaluation reported to Ray Train (and, through TuneReportCallback, to Tune).
 
 Read it top to bottom: set-up, the step, evaluation/reporting, the final test evaluation.
+The common step is one forward and one backward of CE + λ·KD; λ policies that act on gradients
+(grad_conflict, meta-λ) ask for CE and KD gradients apart, handled by `step_with_split_grads`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -15,13 +18,23 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
-from trainables.alignment import collate
-from trainables.config import TrialConfig
-from trainables.data import TrainExample, training_set
+from trainables.alignment import Batch, collate, encode
+from trainables.config import TrialConfig, compile_enabled
+from trainables.data import TrainExample, available_langs, close_with_eos, load_records, subset, training_set
 from trainables.evaluate import eval_items, evaluate
 from trainables.losses import answer_ce, kd_per_token, weighted_token_mean
-from trainables.models import AnswerSpanLM, load_model, load_tokenizer
-from trainables.policies import LambdaPolicy, PolicyInputs, make_policy, per_task_mean
+from trainables.models import AnswerSpanLM, compile_decoder_layers, load_model, load_tokenizer
+from trainables.policies import (
+    ALL_TOKENS,
+    DevSpec,
+    GradRequest,
+    LambdaPolicy,
+    PolicyInputs,
+    SplitGrads,
+    make_policy,
+    per_task_mean,
+)
+from trainables.prompts import render
 from trainables.teacher.cache import CacheError, TeacherCache
 from trainables.tasks.schema import TASKS
 
@@ -82,6 +95,92 @@ class Diagnostics:
         return out
 
 
+def dev_batches(cfg: TrialConfig, tokenizer: Any, spec: DevSpec) -> Callable[[], Batch]:
+    """Endless multilingual dev batches (gold answers) for policies with an outer objective (meta-λ).
+
+    The pool holds ≤ spec.per_pair dev examples of every task × evaluation language; every rank
+    draws the same batches, so a dev gradient needs no all-reduce."""
+    eos = close_with_eos(tokenizer)
+    pool = []
+    for task in cfg.data.tasks:
+        for lang in available_langs(cfg.data, task):
+            for r in subset(load_records(cfg.data, task, lang, "dev"), spec.per_pair, cfg.data.seed):
+                rp = render(tokenizer, task, r)
+                enc = encode(tokenizer, rp.prompt, rp.answer, eos)
+                if len(enc.input_ids) <= cfg.data.max_student_len:
+                    pool.append(enc)
+    if not pool:
+        raise ValueError(f"no dev example fits data.max_student_len={cfg.data.max_student_len}")
+    stream = batch_stream(pool, spec.batch_size, cfg.train.seed, 0, 1)
+    return lambda: collate(next(stream), tokenizer.pad_token_id, "right")
+
+
+def _sum_over_ranks(t: torch.Tensor) -> torch.Tensor:
+    """t summed over data-parallel ranks (a copy)."""
+    t = t.clone()
+    torch.distributed.all_reduce(t)
+    return t
+
+
+def step_with_split_grads(
+    policy: LambdaPolicy, request: GradRequest, step: int, named: list[tuple[str, torch.nn.Parameter]],
+    loss: torch.Tensor, ce_tok: torch.Tensor, kd_tok: torch.Tensor, lam: torch.Tensor, task_ids: torch.Tensor,
+    n_global: torch.Tensor, world: int,
+) -> tuple[torch.Tensor, float]:
+    """Back-propagate CE and the λ-weighted KD apart (KD per task if asked), show them to the
+    policy, and leave the update's gradient in .grad; returns the effective λ per token [N] and
+    the wall time this took (seconds).
+
+    combine: .grad = g_CE + Σ_g m_g·g_KD_g with the policy's multipliers m_g (the forward ran
+    outside DDP's sync; the gradients are summed over ranks here). Observe-only: the policy reads
+    the KD gradients and .grad is the usual ∇(CE + λ·KD) from `loss`. Costs one backward per KD
+    group on top of the usual one. With λ = 0 everywhere there are no KD groups: .grad = g_CE."""
+    params = [p for _, p in named]
+    cuda = params[0].is_cuda
+    if cuda:
+        torch.cuda.synchronize()  # time the backward passes only, not the queued forward
+    t0 = time.perf_counter()
+    # KD groups: the tasks with λ > 0 somewhere in the global batch, so that every rank runs the
+    # same backward passes and all-reduces (a rank may lack a task another rank has).
+    live = torch.stack([((task_ids == i) & (lam > 0)).sum() for i in range(len(TASKS))]).float()
+    live = _sum_over_ranks(live) if world > 1 else live
+    present = [t for t, count in zip(TASKS, live.tolist()) if count > 0]
+    groups: dict[str, torch.Tensor] = {}  # KD group -> token mask
+    if request.by_task:
+        groups = {t: task_ids == TASKS.index(t) for t in present}
+    elif present:
+        groups = {ALL_TOKENS: torch.ones_like(task_ids, dtype=torch.bool)}
+    # Terms without DDP's ×world: their gradients are summed (not averaged) over ranks.
+    terms = ([weighted_token_mean(ce_tok, None, n_global)] if request.combine else []) + [
+        weighted_token_mean(kd_tok, lam * mask, n_global) for mask in groups.values()]
+    grads: list[list[torch.Tensor]] = []
+    for k, term in enumerate(terms):
+        keep = not request.combine or k < len(terms) - 1  # observe-only: `loss` still needs the graph
+        g = torch.autograd.grad(term, params, retain_graph=keep, allow_unused=True, materialize_grads=True)
+        if world > 1:
+            flat = _sum_over_ranks(torch.cat([x.reshape(-1) for x in g]))
+            g = [c.view_as(x) for c, x in zip(flat.split([x.numel() for x in g]), g)]
+        grads.append(list(g))
+    g_ce = grads.pop(0) if request.combine else None
+    kd = dict(zip(groups, grads))
+    mult = policy.on_split_grads(step, SplitGrads([n for n, _ in named], g_ce, kd))
+    effective = lam.clone()
+    if not request.combine:
+        loss.backward()
+    else:
+        assert g_ce is not None
+        for j, p in enumerate(params):
+            g = g_ce[j]
+            for group, gk in kd.items():
+                g = g + mult.get(group, 1.0) * gk[j]
+            p.grad = g
+        for group, mask in groups.items():
+            effective[mask] = lam[mask] * mult.get(group, 1.0)
+    if cuda:
+        torch.cuda.synchronize()
+    return effective, time.perf_counter() - t0
+
+
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point: run this worker's share of one trial and report to Ray Train."""
     import ray.train
@@ -118,6 +217,8 @@ def run_worker(
     v = cfg.variant
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, device, trainable=v.trains)
+    if v.trains and compile_enabled(cfg.train.compile, device.type):
+        compile_decoder_layers(model)  # ~1.8x the eager LoRA step on an H200 (bench/gpu_speed.py)
     span: torch.nn.Module = AnswerSpanLM(model)
     fewshot_eval = v.condition == "fewshot"
     dev_items = eval_items(cfg, tokenizer, "dev", cfg.eval.dev_per_pair, fewshot_eval) if rank == 0 else []
@@ -130,12 +231,14 @@ def run_worker(
         metrics: dict[str, Any] = {"step": step, "eval_index": eval_index, **extra}
         if rank == 0:
             t0 = time.perf_counter()
-            dev, dev_rows = evaluate(model, tokenizer, dev_items, cfg, device)
-            metrics.update(dev)
-            if final:
-                test, test_rows = evaluate(model, tokenizer, test_items, cfg, device)
-                metrics.update({f"test/{k}": v for k, v in test.items()})
-                _save_predictions(out_dir, {"dev": dev_rows, "test": test_rows}, cfg)
+            # Decoding runs eager: compiled layers would recompile for every new sequence length.
+            with torch.compiler.set_stance("force_eager"):
+                dev, dev_rows = evaluate(model, tokenizer, dev_items, cfg, device)
+                metrics.update(dev)
+                if final:
+                    test, test_rows = evaluate(model, tokenizer, test_items, cfg, device)
+                    metrics.update({f"test/{k}": v for k, v in test.items()})
+                    _save_predictions(out_dir, {"dev": dev_rows, "test": test_rows}, cfg)
             metrics["time/eval_s"] = time.perf_counter() - t0
         metrics["final"] = final
         report(metrics)
@@ -148,19 +251,38 @@ def run_worker(
     # ---------------------------------------------------------------- set-up
     examples = training_set(cfg, tokenizer)
     cache = TeacherCache(cfg.cache_paths[v.teacher_mode]) if v.uses_teacher else None
-    policy: LambdaPolicy | None = make_policy(v.policy.name, v.policy.params, cfg.data.tasks) if cache else None
+    policy: LambdaPolicy | None = None if cache is None else make_policy(v.policy.name, v.policy.params, cfg.data.tasks)
+    plain_span = span  # meta-λ's dev gradient runs outside DDP: every rank sees the same dev batch
     if world > 1:
         span = wrap_ddp(span)  # DDP over the span module, so gradient syncing sees the call
-    params = [p for p in span.parameters() if p.requires_grad]
+    named = [(n, p) for n, p in span.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train.warmup_steps, cfg.train.steps))
     batches = batch_stream(examples, cfg.train.batch_size, cfg.train.seed, rank, world)
-    legacy = cfg.train.kd_alignment == "legacy"
+    legacy = cfg.train.kd_alignment == "legacy" and cache is not None  # KD reads the answer positions too
     vocab = model.config.vocab_size if hasattr(model, "config") else 0
-    diag = Diagnostics()
-    tokens_seen, eval_index, t_start = 0, 0, time.perf_counter()
+    dev_batch = dev_batches(cfg, tokenizer, policy.dev) if policy is not None and policy.dev else None
+    global_sum = _sum_over_ranks if world > 1 else (lambda t: t)
+
+    def val_grads() -> list[torch.Tensor]:
+        """∇ of the mean gold-answer CE on the next dev batch, over the trainable parameters.
+
+        Dropout is off (eval mode): a cleaner outer gradient, and the training RNG stream is left
+        untouched, so a policy that reads it trains exactly as one that does not."""
+        assert dev_batch is not None
+        b = dev_batch().to(device)
+        model.eval()
+        try:
+            logits = plain_span(b.input_ids, b.attention_mask, b.position_ids, b.rows, b.cols)
+            ce = answer_ce(logits, b.targets).mean()
+            return list(torch.autograd.grad(ce, params, allow_unused=True, materialize_grads=True))
+        finally:
+            model.train()
 
     # ---------------------------------------------------------------- training
+    diag = Diagnostics()
+    tokens_seen, eval_index, t_start = 0, 0, time.perf_counter()
     for step in range(1, cfg.train.steps + 1):
         exs = next(batches)
         batch = collate([e.student for e in exs], tokenizer.pad_token_id, "right", cfg.train.kd_alignment).to(device)
@@ -170,11 +292,16 @@ def run_worker(
         if world > 1:
             torch.distributed.all_reduce(n_global)
 
+        # Gradient-acting policies (grad_conflict, meta) may ask for CE and KD gradients apart.
+        request = policy.grad_request(step) if policy is not None else None
         # Vocabulary logits only at the answer-predicting positions: [N, V] (2N under legacy KD).
-        cols = torch.cat([batch.cols, batch.kd_cols]) if (legacy and cache) else batch.cols
-        rows = torch.cat([batch.rows, batch.rows]) if (legacy and cache) else batch.rows
-        logits = span(batch.input_ids, batch.attention_mask, batch.position_ids, rows, cols)
-        ce_logits, kd_logits = (logits[: batch.n_tokens], logits[batch.n_tokens:]) if (legacy and cache) else (logits, logits)
+        cols = torch.cat([batch.cols, batch.kd_cols]) if legacy else batch.cols
+        rows = torch.cat([batch.rows, batch.rows]) if legacy else batch.rows
+        # A combining policy builds the gradient itself and sums it over ranks: no DDP sync.
+        no_sync = world > 1 and request is not None and request.combine
+        with span.no_sync() if no_sync else contextlib.nullcontext():
+            logits = span(batch.input_ids, batch.attention_mask, batch.position_ids, rows, cols)
+        ce_logits, kd_logits = (logits[: batch.n_tokens], logits[batch.n_tokens:]) if legacy else (logits, logits)
         ce_tok = answer_ce(ce_logits, batch.targets)  # [N]
         # DDP averages gradients over ranks: scale so the result is the mean over all ranks' tokens.
         loss = weighted_token_mean(ce_tok, None, n_global) * world
@@ -188,23 +315,34 @@ def run_worker(
             kd_tok = kd_per_token(kd_logits, teacher, cfg.train.kd_loss, cfg.train.kd_temperature, cfg.train.jsd_beta)
             lam = policy.weights(PolicyInputs(
                 step=step, task_ids=task_ids, ce=ce_tok.detach(), kd=kd_tok.detach(),
-                teacher_entropy=tdiag["entropy"].to(device), vocab_size=vocab, top_k=cache.top_k,
+                teacher_entropy=tdiag["entropy"].to(device), teacher_topk_logprobs=teacher.logprobs,
+                teacher_tail_logmass=teacher.tail_logmass, vocab_size=vocab, top_k=cache.top_k,
+                global_sum=global_sum,
             )).to(kd_tok.dtype)
             loss = loss + weighted_token_mean(kd_tok, lam, n_global) * world
+            # Teacher CE on the gold answer: the cache's log-prob at the causal predicting position.
             teacher_ce = -tdiag["gold_logprob"]
             for task, value in per_task_mean(teacher_ce, task_ids.cpu()).items():
                 diag.add(f"diag/{task}/teacher_ce", value)
                 student = float(ce_tok.detach()[task_ids == TASKS.index(task)].mean())
                 diag.track_crossover(step, task, student, value)
-            for task, value in per_task_mean(lam.detach(), task_ids).items():
-                diag.add(f"lambda/{task}/mean", value)
 
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        if request is not None:
+            lam, seconds = step_with_split_grads(policy, request, step, named, loss, ce_tok, kd_tok, lam, task_ids,
+                                                 n_global, world)
+            diag.add("train/split_backward_s", seconds)
+        else:
+            loss.backward()
+        if policy is not None:
+            for task, value in per_task_mean(lam.detach(), task_ids).items():
+                diag.add(f"lambda/{task}/mean", value)
         if cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
         optimizer.step()
         scheduler.step()
+        if policy is not None:
+            policy.after_step(step, val_grads if dev_batch is not None else None)
 
         # ------------------------------------------------------------ bookkeeping
         n = batch.n_tokens
@@ -221,8 +359,8 @@ def run_worker(
         if step % cfg.train.eval_every == 0 or final:
             eval_index += 1
             elapsed = time.perf_counter() - t_start
-            extra = {**diag.flush(), "train/lr": scheduler.get_last_lr()[0], "train/tokens_seen": tokens_seen,
-                     "time/train_s": elapsed}
+            extra = {**diag.flush(), **(policy.diagnostics() if policy is not None else {}),
+                     "train/lr": scheduler.get_last_lr()[0], "train/tokens_seen": tokens_seen, "time/train_s": elapsed}
             evaluate_and_report(step, eval_index, extra, final)
             t_start = time.perf_counter()
     if cfg.train.steps == 0:

@@ -84,6 +84,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_cache_build(args: argparse.Namespace) -> int:
+    from trainables.config import TrialConfig
+    from trainables.data import check_sources
     from trainables.models import ensure_tiny_model
     from tuner.sweep import CACHE_DIRNAME, build_caches, default_storage, init_ray
 
@@ -93,6 +95,7 @@ def _cmd_cache_build(args: argparse.Namespace) -> int:
     init_ray()
     if spec.model.name == "tiny":
         ensure_tiny_model(spec.model.tiny)
+    check_sources(TrialConfig(model=spec.model, data=spec.data, eval=spec.eval))
     for mode, path in build_caches(spec, root, sys.stdout).items():
         print(f"{mode}: {path}")
     return 0

@@ -93,11 +93,13 @@ class SweepSpec(Section):
             raise ValueError(
                 f"train.batch_size ({self.train.batch_size}) must be ≥ resources.num_workers ({self.resources.num_workers})"
             )
-        from trainables.policies import check_policy
+        from trainables.policies import check_policy, make_policy
+
 
         for v in self.variants:
             if v.uses_teacher:
                 check_policy(v.policy.name, v.policy.params)
+                make_policy(v.policy.name, v.policy.params, self.data.tasks)  # e.g. a prior covering every task
         if not self.expanded_variants():
             raise ValueError("the sweep has no variants: set variants, distill_lambdas or add_baselines")
         labels = [v.label for v in self.expanded_variants()]

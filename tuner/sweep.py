@@ -4,6 +4,7 @@ then the tidy results file and the Δ-vs-SFT table.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -224,6 +225,8 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     from ray import tune
 
     from analysis.tables import TableError, delta_vs_sft, headline_scores, to_markdown
+    from trainables.config import TrialConfig
+    from trainables.data import check_sources
     from trainables.models import ensure_tiny_model, load_tokenizer
     from trainables.trainable import run_trial
     from tuner.results import write_results
@@ -240,6 +243,7 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     if spec.model.name == "tiny":
         ensure_tiny_model(spec.model.tiny)
     load_tokenizer(spec.model)  # fail fast, in one line, when the model cannot be reached
+    check_sources(TrialConfig(model=spec.model, data=spec.data, eval=spec.eval))  # ... or the data
 
     cache_root = Path(spec.teacher.cache_dir).expanduser() if spec.teacher.cache_dir else storage / CACHE_DIRNAME
     cache_paths = build_caches(spec, cache_root, out)
@@ -257,6 +261,7 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     errors = {r.path: _one_line(r.error) for r in grid if r.error is not None}
 
     results_path = write_results(experiment_dir)
+    _write_skipped(spec, experiment_dir)
     import pandas as pd
 
     try:
@@ -264,6 +269,16 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     except TableError as err:
         table = f"(no table: {err})"
     return SweepOutcome(experiment_dir, results_path, table, errors)
+
+
+def _write_skipped(spec: SweepSpec, experiment_dir: Path) -> None:
+    """Record the (task, language) pairs the data source lacks (skipped, never scored as 0)."""
+    from trainables.config import TrialConfig
+    from trainables.evaluate import skipped_pairs
+
+    skipped = [{"task": t, "lang": lang, "reason": why}
+               for t, lang, why in skipped_pairs(TrialConfig(model=spec.model, data=spec.data, eval=spec.eval))]
+    (experiment_dir / "skipped_pairs.json").write_text(json.dumps(skipped, indent=1, ensure_ascii=False))
 
 
 def _one_line(err: BaseException) -> str:

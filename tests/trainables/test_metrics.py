@@ -388,3 +388,52 @@ def test_metric_bad_inputs():
         metric("pa", "en", [1], [2])
     with pytest.raises(ValueError, match=r"references\[1\]"):
         metric("nli", "en", ["neutral", "neutral"], ["neutral", "maybe"])
+
+
+# =========================================================================== more languages and edge cases
+
+
+def test_qa_de_quotes_and_articles():
+    # „ (U+201E, Ps) and “ (U+201C, Pi) are Unicode punctuation; "die" is an article → both "mauer".
+    assert qa_f1_em("„Die Mauer“", ["die Mauer"], "de") == (1.0, 1.0)
+    # pred "die berliner mauer fiel 1989." → [berliner, mauer, fiel, 1989]; gold "der Fall der Berliner
+    # Mauer" → [fall, berliner, mauer]; overlap 2: P = 2/4, R = 2/3, F1 = 2·(1/3)/(7/6) = 4/7.
+    f1, em = qa_f1_em("Die Berliner Mauer fiel 1989.", ["der Fall der Berliner Mauer"], "de")
+    assert f1 == approx(4 / 7) and em == 0.0
+
+
+def test_qa_es_inverted_punctuation():
+    # ¡ ¿ ! ? are punctuation; el/la are articles, "está" is not.
+    assert mlqa_normalize("¡El Prado!", "es") == "prado"
+    assert mlqa_normalize("¿Dónde está la casa?", "es") == "dónde está casa"
+
+
+def test_qa_hi_multiple_golds():
+    # pred [दिल्ली, का, किला]. vs [लाल, किला]: overlap 1, P = 1/3, R = 1/2, F1 = 0.4;
+    # vs [दिल्ली]: overlap 1, P = 1/3, R = 1, F1 = 0.5 → the max, 0.5. "का" is not an article.
+    f1, em = qa_f1_em("दिल्ली का किला", ["लाल किला", "दिल्ली"], "hi")
+    assert f1 == approx(0.5) and em == 0.0
+
+
+def test_qa_zh_spaces_brackets_and_multiple_golds():
+    # Characters are tokens whatever the spacing; 《》 are punctuation.
+    assert qa_f1_em("北 京", ["北京"], "zh") == (1.0, 1.0)
+    assert qa_f1_em("《红楼梦》", ["红楼梦"], "zh") == (1.0, 1.0)
+    # [红, 楼] vs [曹, 雪, 芹]: 0; vs [红, 楼, 梦]: P = 1, R = 2/3, F1 = 0.8 → 0.8.
+    f1, em = qa_f1_em("红楼", ["曹雪芹", "红楼梦"], "zh")
+    assert f1 == approx(0.8) and em == 0.0
+
+
+def test_qa_fr_curly_apostrophe_and_blank_prediction():
+    # ’ (U+2019, Pf) is removed like ASCII "'": the elided article stays glued on.
+    assert mlqa_normalize("l’Hôtel de Ville", "fr") == "lhôtel de ville"
+    assert qa_f1_em("   ", ["Paris"], "en") == (0.0, 0.0)
+
+
+def test_tagging_empty_predictions():
+    # [] is padded to the gold length: all O (NER) → no entity; all "_" (POS) → no token right.
+    assert ner_scores([[]], [["B-PER", "I-PER"]]) == {"f1": 0.0, "precision": 0.0, "recall": 0.0}
+    assert pos_scores([[]], [["NOUN", "VERB"]]) == {"acc": 0.0, "f1": 0.0}
+    # Two sentences, one empty prediction: gold PER(0-1) and LOC(0); predicted only LOC(0) → P = 1, R = 1/2, F1 = 2/3.
+    scores = ner_scores([[], ["B-LOC"]], [["B-PER", "I-PER"], ["B-LOC"]])
+    assert scores == approx({"f1": 200 / 3, "precision": 100.0, "recall": 50.0})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from trainables.policies.base import LambdaPolicy, PolicyInputs
+from trainables.policies.base import LambdaPolicy, PolicyInputs, number
 
 
 class FixedLambda(LambdaPolicy):
@@ -13,9 +13,7 @@ class FixedLambda(LambdaPolicy):
     name = "fixed"
 
     def __init__(self, lam: float) -> None:
-        if lam < 0:
-            raise ValueError(f"policy fixed: lam must be ≥ 0, got {lam}")
-        self.lam = float(lam)
+        self.lam = number(self.name, "lam", lam)
 
     def weights(self, inp: PolicyInputs) -> torch.Tensor:
         """A constant λ for every token."""

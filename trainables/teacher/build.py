@@ -45,7 +45,7 @@ def cache_key(cfg: TrialConfig, mode: str) -> dict[str, Any]:
         "shot_seed": d.seed,
         "top_k": cfg.teacher.top_k,
         "alignment": cfg.train.kd_alignment,
-        "data": {"source": d.source, "tasks": d.tasks, "train_lang": d.train_lang,
+        "data": {"source": d.source, "tasks": d.tasks, "train_lang": d.train_lang, "train_split": d.train_split,
                  "max_train_per_task": d.max_train_per_task, "max_student_len": d.max_student_len,
                  "max_teacher_len": d.max_teacher_len, "synthetic_sizes": d.synthetic_sizes, "seed": d.seed},
     }

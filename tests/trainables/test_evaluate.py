@@ -1,0 +1,184 @@
+"""The evaluation protocol: few-shot prompts draw shots from the same language's dev split, score
+mode ranks label strings by their log-likelihood, generation honours each task's token budget,
+per-example predictions are kept, and pairs the real data lacks are skipped, not zeroed."""
+
+from __future__ import annotations
+
+import functools
+import json
+
+import pytest
+import torch
+
+from tests.conftest import XTREME_SAMPLE
+from trainables.alignment import encode
+from trainables.config import ModelConfig, TrialConfig
+from trainables.data import close_with_eos, load_records
+from trainables.evaluate import choice_logprobs, eval_items, evaluate, score_choices, skipped_pairs
+from trainables.models import load_model
+from trainables.prompts import render
+from trainables.tasks import get_task
+from trainables.tasks.schema import LANGS, TASKS
+
+CPU = torch.device("cpu")
+SIZES = {"train": 30, "dev": 30, "test": 30}
+
+
+def config(**data) -> TrialConfig:
+    return TrialConfig.model_validate({"data": {"synthetic_sizes": SIZES, **data}})
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_dir):
+    torch.manual_seed(0)
+    return load_model(ModelConfig(name="tiny"), CPU, trainable=False)
+
+
+@functools.lru_cache(maxsize=None)
+def user_turns(task: str, lang: str, split: str) -> frozenset[str]:
+    """The query texts of one synthetic split (SIZES records)."""
+    return frozenset(get_task(task).user_turn(r) for r in load_records(config().data, task, lang, split))
+
+
+# =========================================================================== few-shot prompts
+
+
+@pytest.mark.parametrize("split", ["test", "dev"])
+def test_fewshot_shots_come_from_the_same_languages_dev_split(tiny_tokenizer, split):
+    cfg = config()
+    items = eval_items(cfg, tiny_tokenizer, split, 2, fewshot=True)
+    assert len(items) == len(TASKS) * len(LANGS) * 2
+    for it in items:
+        text = tiny_tokenizer.decode(it.prompt_ids, skip_special_tokens=True)
+        k = cfg.data.shots[it.task]
+        query = get_task(it.task).user_turn(it.record)
+        # k demonstrations, each one answered, then the query and an open "Answer:".
+        assert text.count("\nAnswer: ") == k and text.endswith(query + "\nAnswer:")
+        shown = text[: -len(query + "\nAnswer:")]
+        dev = user_turns(it.task, it.lang, "dev")
+        assert sum(turn in shown for turn in dev) == k
+        # Never from another split, never from another language, never the query itself.
+        assert not any(turn in shown for turn in user_turns(it.task, it.lang, "train"))
+        for other in LANGS:
+            if other != it.lang:
+                assert not any(turn in shown for turn in user_turns(it.task, other, "dev"))
+        assert query not in shown
+
+
+def test_base_prompts_show_no_shots(tiny_tokenizer):
+    for it in eval_items(config(), tiny_tokenizer, "test", 2, fewshot=False):
+        text = tiny_tokenizer.decode(it.prompt_ids, skip_special_tokens=True)
+        assert "\nAnswer: " not in text and text.endswith("\nAnswer:")
+        assert text == render(tiny_tokenizer, it.task, it.record).prompt
+
+
+# =========================================================================== score mode
+
+
+def direct_logprob(model, prompt_ids: tuple[int, ...], answer_ids: tuple[int, ...]) -> float:
+    """Σ log p(answer token | everything before it), from one plain forward pass."""
+    ids = torch.tensor([prompt_ids + answer_ids])
+    logp = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+    return sum(float(logp[p - 1, ids[0, p]]) for p in range(len(prompt_ids), ids.shape[1]))
+
+
+@pytest.mark.parametrize("fewshot", [False, True])
+def test_score_mode_ranks_label_strings_by_loglikelihood(tiny_model, tiny_tokenizer, fewshot):
+    cfg = config(tasks=["nli", "pa"], eval_langs=["zh"])
+    items = eval_items(cfg, tiny_tokenizer, "test", 2, fewshot=fewshot)
+    eos = close_with_eos(tiny_tokenizer)
+    picks = score_choices(tiny_model, tiny_tokenizer, items, 8, CPU)
+    for it, pick in zip(items, picks):
+        spec = get_task(it.task)
+        scores = choice_logprobs(tiny_model, tiny_tokenizer, it, CPU)
+        expected = []
+        for choice in spec.choices:
+            gold = {"label": choice} if it.task == "nli" else {"label": spec.choices.index(choice)}
+            rp = render(tiny_tokenizer, it.task, {**it.record, **gold})
+            answer = encode(tiny_tokenizer, rp.prompt, rp.answer, eos).answer_ids
+            expected.append(direct_logprob(tiny_model, it.prompt_ids, answer))
+        assert scores == pytest.approx(expected, abs=1e-4)
+        assert pick == spec.choices[max(range(len(expected)), key=expected.__getitem__)]
+        assert len(set(round(s, 3) for s in scores)) == len(scores)  # a real ranking, not ties
+
+
+def test_score_mode_in_evaluate_reports_the_argmax(tiny_model, tiny_tokenizer):
+    cfg = config(tasks=["nli", "pa", "ner"], eval_langs=["de"])
+    cfg.eval.mode = "score"
+    cfg.eval.max_new_tokens = {"ner": 3}
+    items = eval_items(cfg, tiny_tokenizer, "test", 2, fewshot=False)
+    metrics, rows = evaluate(tiny_model, tiny_tokenizer, items, cfg, CPU)
+    classified = [it for it in items if it.task != "ner"]
+    chosen = score_choices(tiny_model, tiny_tokenizer, classified, 8, CPU)
+    picks = dict(zip((it.record["id"] for it in classified), chosen))
+    for row in rows:
+        if row["task"] == "nli":
+            assert json.loads(row["prediction"]) == picks[row["example_id"]] and not row["parse_failed"]
+        elif row["task"] == "pa":
+            assert json.loads(row["prediction"]) == ["no", "yes"].index(picks[row["example_id"]])
+    assert metrics["nli/de/parse_fail"] == 0.0 and "ner/de/f1" in metrics  # ner still generates
+    with pytest.raises(ValueError, match="classification tasks only, not ner"):
+        choice_logprobs(tiny_model, tiny_tokenizer, next(it for it in items if it.task == "ner"), CPU)
+
+
+# =========================================================================== generation
+
+
+def test_generation_honours_each_tasks_max_new_tokens(tiny_model, tiny_tokenizer, monkeypatch):
+    budgets = {"nli": 1, "pa": 2, "qa": 3, "ner": 5, "pos": 7}
+    cfg = config(eval_langs=["en", "hi"])
+    cfg.eval.max_new_tokens = budgets
+    cfg.eval.batch_size = 3
+    items = eval_items(cfg, tiny_tokenizer, "test", 2, fewshot=False)
+    seen: list[tuple[int, int]] = []
+    real = tiny_model.generate
+
+    def spy(*args, **kwargs):
+        out = real(*args, **kwargs)
+        seen.append((kwargs["max_new_tokens"], out.shape[1] - kwargs["input_ids"].shape[1]))
+        return out
+
+    monkeypatch.setattr(tiny_model, "generate", spy)
+    evaluate(tiny_model, tiny_tokenizer, items, cfg, CPU)
+    # 4 prompts per task in batches of 3 → 2 calls per task, in task order.
+    assert [n for n, _ in seen] == [budgets[t] for t in TASKS for _ in range(2)]
+    assert all(0 < new <= n for n, new in seen)
+
+
+def test_batched_generation_equals_one_at_a_time(tiny_model, tiny_tokenizer):
+    from trainables.evaluate import generate
+
+    cfg = config(tasks=["qa"], eval_langs=["en", "zh", "hi"])
+    prompts = [it.prompt_ids for it in eval_items(cfg, tiny_tokenizer, "test", 2, fewshot=False)]
+    assert len({len(p) for p in prompts}) > 1  # left padding is exercised
+    assert generate(tiny_model, tiny_tokenizer, prompts, 6, 16, CPU) == generate(tiny_model, tiny_tokenizer, prompts,
+                                                                                   6, 1, CPU)
+
+
+# =========================================================================== predictions, skipped pairs
+
+
+@pytest.mark.skipif(not XTREME_SAMPLE.is_dir(), reason="shared XTREME sample not present")
+def test_real_data_predictions_and_skipped_pairs(tiny_model, tiny_tokenizer):
+    cfg = TrialConfig.model_validate({"data": {"source": f"local:{XTREME_SAMPLE}", "tasks": ["pa", "qa", "pos"],
+                                               "eval_langs": ["en", "hi", "fr"]},
+                                      "eval": {"test_split": "dev", "max_new_tokens": {"qa": 4, "pos": 4}}})
+    assert skipped_pairs(cfg) == [("pa", "hi", "PAWS-X has no Hindi"), ("qa", "fr", "MLQA has no French")]
+    items = eval_items(cfg, tiny_tokenizer, "dev", 2, fewshot=False)
+    pairs = {(it.task, it.lang) for it in items}
+    assert pairs == {("pa", "en"), ("pa", "fr"), ("qa", "en"), ("qa", "hi"),
+                     ("pos", "en"), ("pos", "hi"), ("pos", "fr")}
+    metrics, rows = evaluate(tiny_model, tiny_tokenizer, items, cfg, CPU)
+    # Nothing at all is reported for the missing pairs: no zero that would pull averages down.
+    assert not any(k.startswith(("pa/hi/", "qa/fr/")) for k in metrics)
+    assert metrics["pa/avg"] == pytest.approx((metrics["pa/en/acc"] + metrics["pa/fr/acc"]) / 2)
+    assert metrics["qa/avg"] == pytest.approx((metrics["qa/en/f1"] + metrics["qa/hi/f1"]) / 2)
+    # One prediction row per example, with its id, raw output, parsed prediction and gold reference.
+    assert [r["example_id"] for r in rows] == [it.record["id"] for t in cfg.data.tasks for it in items if it.task == t]
+    by_id = {it.record["id"]: it.record for it in items}
+    for row in rows:
+        assert set(row) == {"task", "lang", "example_id", "output", "prediction", "reference", "parse_failed"}
+        record = by_id[row["example_id"]]
+        assert json.loads(row["reference"]) == get_task(row["task"]).reference(record)
+        json.loads(row["prediction"])
+    assert skipped_pairs(config()) == []
