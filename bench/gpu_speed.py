@@ -390,6 +390,45 @@ def bench_sweep(s: Shape, device: torch.device, dtype: torch.dtype, steps: int, 
     return out
 
 
+def bench_profile(s: Shape, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
+    """Where our compiled LoRA step's GPU time goes: kernel time by category over 5 profiled steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    st = OurStep(s, device, dtype, "lora", 0.0, compile=True)
+    for _ in range(3):
+        st.step()
+    sync(device)
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    t0 = time.perf_counter()
+    with profile(activities=acts) as prof:
+        for _ in range(5):
+            st.step()
+        sync(device)
+    wall = (time.perf_counter() - t0) / 5
+    cats: dict[str, float] = {}
+    top = []
+    for e in prof.key_averages():
+        t = getattr(e, "self_device_time_total", 0.0) or getattr(e, "self_cuda_time_total", 0.0)
+        if t <= 0:
+            continue
+        name = e.key.lower()
+        cat = ("gemm" if any(k in name for k in ("gemm", "cutlass", "sm90", "nvjet", "matmul", "mm_")) else
+               "attention" if any(k in name for k in ("flash", "attention", "sdpa", "fmha")) else
+               "optimizer" if any(k in name for k in ("adam", "foreach", "multi_tensor")) else
+               "triton (fused elementwise)" if "triton" in name else "other")
+        cats[cat] = cats.get(cat, 0.0) + t / 5 / 1e3  # ms per step
+        top.append((t / 5 / 1e3, e.key[:90]))
+    top.sort(reverse=True)
+    out = {"wall_ms_per_step": wall * 1e3, "gpu_ms_per_step_by_category": cats,
+           "gpu_busy_ms_per_step": sum(cats.values()), "top_kernels_ms": top[:15]}
+    print(f"  profile: {out['wall_ms_per_step']:.1f} ms/step wall, GPU busy {out['gpu_busy_ms_per_step']:.1f} ms", flush=True)
+    for k, v in sorted(cats.items(), key=lambda kv: -kv[1]):
+        print(f"    {k:<28}{v:8.1f} ms", flush=True)
+    for t, name in top[:12]:
+        print(f"    {t:8.2f} ms  {name}", flush=True)
+    return out
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -469,6 +508,9 @@ def main() -> None:
         batches = [int(b) for b in args.gen_batches.split(",")]
         res["generate"] = bench_generate(s, device, dtype, batches if not args.tiny else [2, 4], 256 if not args.tiny else 16,
                                          16 if not args.tiny else 4, args.gen_static)
+        save()
+    if "profile" in sections:
+        res["profile"] = bench_profile(s, device, dtype)
         save()
     if "sweep" in sections:
         res["sweep"] = bench_sweep(s, device, dtype, args.sweep_steps if not args.tiny else 2, res["peak"]["tflops"])
