@@ -257,7 +257,9 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
         tuner = tune.Tuner.restore(str(experiment_dir), trainable, resume_unfinished=True, restart_errored=True)
     else:
         tuner = _new_tuner(spec, trainable, trials, concurrent, storage, out)
+    pgs_before = _job_placement_groups()
     grid = tuner.fit()
+    _release_placement_groups(pgs_before)
     errors = {r.path: _one_line(r.error) for r in grid if r.error is not None}
 
     results_path = write_results(experiment_dir)
@@ -269,6 +271,38 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     except TableError as err:
         table = f"(no table: {err})"
     return SweepOutcome(experiment_dir, results_path, table, errors)
+
+
+def _job_placement_groups() -> set[str]:
+    """Ids of the live placement groups created by this driver's job."""
+    import ray
+    from ray.util import placement_group_table
+
+    job = ray.get_runtime_context().get_job_id()
+    return {pid for pid, pg in placement_group_table().items() if pid.endswith(job) and pg["state"] != "REMOVED"}
+
+
+def _release_placement_groups(before: set[str]) -> None:
+    """Remove placement groups this sweep's trials left reserved after Tune returned.
+
+    Seen with Ray 2.60: after `Tuner.fit()` returns, one-CPU groups of finished trials can stay
+    CREATED, holding their CPUs; a later sweep in the same Ray session (a notebook, a second job
+    on a cluster) then waits forever for workers. Only this job's groups are touched."""
+    from ray.util import remove_placement_group
+
+    for pid in _job_placement_groups() - before:
+        try:
+            remove_placement_group(_pg_handle(pid))
+        except Exception:  # already gone
+            pass
+
+
+def _pg_handle(pid: str) -> object:
+    """The PlacementGroup handle for a hex id."""
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup
+
+    return PlacementGroup(PlacementGroupID(bytes.fromhex(pid)))
 
 
 def _write_skipped(spec: SweepSpec, experiment_dir: Path) -> None:

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -42,10 +43,12 @@ def test_ray_job_submit_to_a_token_protected_head(tmp_path):
            "RAY_memory_monitor_refresh_ms": "0"}
     env.pop("RAY_ADDRESS", None)
     port, dash = 6390, 8290
+    # Ray's Unix sockets live under --temp-dir: keep it short (pytest's tmp_path exceeds 108 bytes).
+    ray_tmp = Path(tempfile.mkdtemp(prefix="lt-ray-", dir="/tmp"))
     head = subprocess.Popen(
         [_ray_bin(), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4", "--disable-usage-stats",
-         f"--temp-dir={tmp_path / 'ray'}", "--ray-client-server-port=10201",
+         f"--temp-dir={ray_tmp}", "--ray-client-server-port=10201",
          "--min-worker-port=20000", "--max-worker-port=20999"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"http://127.0.0.1:{dash}"
@@ -86,8 +89,8 @@ def test_ray_job_submit_to_a_token_protected_head(tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
         # Only this head's processes (they all name its temp dir), never another Ray on the machine.
-        subprocess.run(["pkill", "-9", "-f", str(tmp_path / "ray")], check=False)
-        shutil.rmtree(tmp_path / "ray", ignore_errors=True)
+        subprocess.run(["pkill", "-9", "-f", str(ray_tmp)], check=False)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def _final_trials(exp: Path) -> set[str]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import pandas as pd
 import pytest
@@ -26,6 +27,11 @@ def test_smoke_sweep_end_to_end(ray_session, tmp_path):
     out = io.StringIO()
     outcome = run_sweep(spec, tmp_path, out=out)
     assert outcome.errors == {}
+    # Nothing stays reserved after the sweep: a second sweep in this Ray session gets every CPU.
+    deadline = time.time() + 20
+    while ray_session.available_resources().get("CPU", 0) < ray_session.cluster_resources()["CPU"]:
+        assert time.time() < deadline, ray_session.available_resources()
+        time.sleep(0.5)
     assert outcome.results_path == tmp_path / "smoke" / "results.parquet"
 
     df = pd.read_parquet(outcome.results_path)
