@@ -75,7 +75,11 @@ def test_ray_job_submit_to_a_token_protected_head(tmp_path):
                    "LAMTUNE_HOME": os.environ["LAMTUNE_HOME"], "HF_HUB_OFFLINE": "1"}}),
                "--", "python", "-m", "tuner", "sweep", "smoke", *_sets(["distill_lambdas=[0.5]"]),
                "--storage", str(storage), "--name", "job-smoke"]
-        r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
+        for _ in range(24):  # the head's job agent can come up a little after its dashboard
+            r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900, cwd=REPO)
+            if "No available agent" not in r.stderr + r.stdout:
+                break
+            time.sleep(5)
         assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
         assert "succeeded" in (r.stdout + r.stderr)
         assert "Δ vs SFT" in r.stdout
