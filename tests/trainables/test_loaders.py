@@ -425,8 +425,8 @@ def fake_hub(monkeypatch):
         calls.append((path, name, split))
         return served[(path, name, split)]
 
-    from trainables.tasks.loaders import mlqa, panx, pawsx, udpos, xnli
-    for module in (mlqa, panx, pawsx, udpos, xnli):
+    from trainables.tasks.loaders import hub, mlqa, pawsx, xnli
+    for module in (hub, mlqa, pawsx, xnli):  # hub serves PAN-X and udpos (tagged_sentences)
         monkeypatch.setattr(module, "load_hub_split", load)
     return datasets, served, calls
 

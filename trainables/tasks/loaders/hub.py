@@ -73,3 +73,12 @@ def tag_strings(values: list, names: tuple[str, ...], allowed: tuple[str, ...], 
     if bad:
         raise DataFormatError(f"{at}: unknown tag {bad[0]!r}; allowed: {', '.join(allowed)}")
     return tags
+
+
+def tagged_sentences(config: str, split: str, tag_column: str, tagset: tuple[str, ...]) -> list[tuple[list[str], list[str]]]:
+    """(tokens, tag strings) per sentence of a google/xtreme token-tagging config (PAN-X, udpos)."""
+    ds = load_hub_split(XTREME, config, split)
+    names = label_names(ds, tag_column) or tagset
+    at = f"{XTREME} {config} {split} row"
+    return [(list(toks), tag_strings(list(tags), names, tagset, f"{at} {i}"))
+            for i, (toks, tags) in enumerate(zip(column(ds, "tokens"), column(ds, tag_column)))]

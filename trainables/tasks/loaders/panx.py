@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from trainables.tasks.loaders.hub import XTREME, column, label_names, load_hub_split, tag_strings
+from trainables.tasks.loaders.hub import tagged_sentences
 from trainables.tasks.loaders.layout import split_file
 from trainables.tasks.loaders.naming import record_id
 from trainables.tasks.loaders.tsv import read_sentences
@@ -27,10 +27,5 @@ def load_local(root: Path, lang: str, split: str) -> list[Record]:
 
 def load_hub(lang: str, split: str) -> list[Record]:
     """PAN-X records from google/xtreme `PAN-X.<lang>`."""
-    config = f"PAN-X.{lang}"
-    ds = load_hub_split(XTREME, config, split)
-    names = label_names(ds, "ner_tags") or NER_TAGS
-    rows = zip(column(ds, "tokens"), column(ds, "ner_tags"))
-    at = f"{XTREME} {config} {split} row"
-    return [_record(lang, split, i, list(toks), tag_strings(list(tags), names, NER_TAGS, f"{at} {i}"))
-            for i, (toks, tags) in enumerate(rows)]
+    sentences = tagged_sentences(f"PAN-X.{lang}", split, "ner_tags", NER_TAGS)
+    return [_record(lang, split, i, toks, tags) for i, (toks, tags) in enumerate(sentences)]

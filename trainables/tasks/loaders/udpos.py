@@ -12,7 +12,7 @@ from pathlib import Path
 
 from trainables.tasks.loaders.conllu import read_conllu
 from trainables.tasks.loaders.errors import DataUnavailable
-from trainables.tasks.loaders.hub import XTREME, column, label_names, load_hub_split, tag_strings
+from trainables.tasks.loaders.hub import tagged_sentences
 from trainables.tasks.loaders.naming import LANG_NAMES, record_id
 from trainables.tasks.loaders.tsv import Sentence, read_sentences
 from trainables.tasks.schema import UPOS_TAGS, Record
@@ -53,10 +53,5 @@ def load_local(root: Path, lang: str, split: str) -> list[Record]:
 
 def load_hub(lang: str, split: str) -> list[Record]:
     """UDPOS records from google/xtreme `udpos.<Language>`."""
-    config = f"udpos.{LANG_NAMES[lang]}"
-    ds = load_hub_split(XTREME, config, split)
-    names = label_names(ds, "pos_tags") or UPOS_TAGS
-    rows = zip(column(ds, "tokens"), column(ds, "pos_tags"))
-    at = f"{XTREME} {config} {split} row"
-    return [_record(lang, split, i, list(toks), tag_strings(list(tags), names, UPOS_TAGS, f"{at} {i}"))
-            for i, (toks, tags) in enumerate(rows)]
+    sentences = tagged_sentences(f"udpos.{LANG_NAMES[lang]}", split, "pos_tags", UPOS_TAGS)
+    return [_record(lang, split, i, toks, tags) for i, (toks, tags) in enumerate(sentences)]
