@@ -266,10 +266,14 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     _write_skipped(spec, experiment_dir)
     import pandas as pd
 
+    results = pd.read_parquet(results_path)
     try:
-        table = to_markdown(delta_vs_sft(headline_scores(pd.read_parquet(results_path))))
+        table = to_markdown(delta_vs_sft(headline_scores(results)))
     except TableError as err:
         table = f"(no table: {err})"
+    stopped = _stopped_early(results)
+    if stopped:
+        table += "\n\nStopped early by the scheduler (no test evaluation): " + "; ".join(stopped)
     return SweepOutcome(experiment_dir, results_path, table, errors)
 
 
@@ -303,6 +307,20 @@ def _pg_handle(pid: str) -> object:
     from ray.util.placement_group import PlacementGroup
 
     return PlacementGroup(PlacementGroupID(bytes.fromhex(pid)))
+
+
+def _stopped_early(results: Any) -> list[str]:
+    """'label (step N, dev avg X)' for each trial that never reached its final evaluation."""
+    if results.empty:
+        return []
+    final = set(results.loc[results["final"], "trial_id"])
+    dev = results[(results["split"] == "dev") & (results["task"] == "all") & (results["lang"] == "avg")]
+    out = []
+    for trial_id, rows in dev.groupby("trial_id"):
+        if trial_id not in final:
+            last = rows.sort_values("step").iloc[-1]
+            out.append(f"{last['label']} (step {int(last['step'])}, dev avg {last['value']:.1f})")
+    return sorted(out)
 
 
 def _write_skipped(spec: SweepSpec, experiment_dir: Path) -> None:
