@@ -49,7 +49,11 @@ def test_ray_job_submit_to_a_token_protected_head(tmp_path):
         [_ray_bin(), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={port}",
          "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4", "--disable-usage-stats",
          f"--temp-dir={ray_tmp}", "--ray-client-server-port=10201",
-         "--min-worker-port=20000", "--max-worker-port=20999"],
+         "--min-worker-port=20000", "--max-worker-port=20999",
+         # Not the defaults: another Ray on this machine (the tests' own session) holds those.
+         "--dashboard-agent-listen-port=52399", "--dashboard-agent-grpc-port=52398",
+         "--runtime-env-agent-port=52397", "--metrics-export-port=52396", "--node-manager-port=52395",
+         "--object-manager-port=52394"],
         env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     address = f"http://127.0.0.1:{dash}"
     try:
