@@ -27,6 +27,7 @@ import gc
 import json
 import math
 import statistics
+import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -39,7 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from trainables.alignment import Encoded  # noqa: E402
 from trainables.losses import TeacherTopK, answer_ce, kd_per_token  # noqa: E402
-from trainables.models import AnswerSpanLM, compile_decoder_layers  # noqa: E402
+from trainables.models import AnswerSpanLM, adapters_in_activation_dtype, compile_decoder_layers  # noqa: E402
 from trainables.teacher.build import teacher_rows  # noqa: E402
 
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -202,20 +203,25 @@ class OurStep:
     """lamtune's trial step: teacher from the cache, logits only at the answer span, KL top-K + tail."""
 
     def __init__(self, s: Shape, device: torch.device, dtype: torch.dtype, finetune: str = "lora",
-                 dropout: float = 0.0, compile: bool = False, lam: float = 0.5,
-                 base: torch.nn.Module | None = None) -> None:
+                 dropout: float = 0.0, compile: bool | str = False, lam: float = 0.5,
+                 base: torch.nn.Module | None = None, fp32_adapter_compute: bool = False,
+                 compile_mode: str | None = None) -> None:
         self.s, self.device, self.lam = s, device, lam
         model = base if base is not None else build_model(s, device, dtype)
         if finetune == "lora":
             model.requires_grad_(False)
             model = with_lora(model, dropout)
+            if not fp32_adapter_compute:  # the product's add_lora does this (trainables.models)
+                adapters_in_activation_dtype(model)
         else:
             model.requires_grad_(True)
         self.model = model.train()
         self.span = AnswerSpanLM(self.model)
-        if compile:
-            compile_decoder_layers(self.model)
         self.fwd = self.span
+        if compile == "full":  # the whole answer-span forward as one graph (CUDA graphs possible)
+            self.fwd = torch.compile(self.span, mode=compile_mode)
+        elif compile:
+            compile_decoder_layers(self.model, compile_mode)
         self.params = [p for p in self.model.parameters() if p.requires_grad]
         fused = device.type == "cuda"
         self.opt = torch.optim.AdamW(self.params, lr=2e-4, weight_decay=0.01, fused=fused)
@@ -258,14 +264,23 @@ def bench_seed(s: Shape, device: torch.device, dtype: torch.dtype, reps: int) ->
 def bench_ours(s: Shape, device: torch.device, dtype: torch.dtype, reps: int, variants: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in variants:
+        # "_peft32": PEFT's own adapter path (fp32 adapters, activations cast to fp32), as before
+        # trainables.models.adapters_in_activation_dtype; "_cg": compiled with CUDA graphs;
+        # "compilefull": the whole forward compiled as one graph instead of layer by layer.
+        base_name = name.split("#")[0]
         finetune, dropout, comp = {
             "lora_d0.05_eager": ("lora", 0.05, False), "lora_d0_eager": ("lora", 0.0, False),
             "lora_d0_compile": ("lora", 0.0, True), "lora_d0.05_compile": ("lora", 0.05, True),
+            "lora_d0_compilefull": ("lora", 0.0, "full"), "lora_d0.05_compilefull": ("lora", 0.05, "full"),
             "full_eager": ("full", 0.0, False), "full_compile": ("full", 0.0, True),
-        }[name]
+        }[base_name.removesuffix("_peft32").removesuffix("_cg")]
+        name = name if name not in out else f"{name}#{sum(k.split('#')[0] == name for k in out) + 1}"
+        fp32_adapters = base_name.endswith("_peft32")
+        mode = "reduce-overhead" if base_name.endswith("_cg") else None
         reset_peak(device)
         try:
-            st = OurStep(s, device, dtype, finetune, dropout, comp)
+            st = OurStep(s, device, dtype, finetune, dropout, comp, fp32_adapter_compute=fp32_adapters,
+                         compile_mode=mode)
             t = timed(st.step, device, 3 if comp else 2, reps)
             out[name] = {"step_s": t, "student_tok_s": s.batch * s.student_len / t, "peak_gb": peak_gb(device)}
             del st
@@ -341,16 +356,57 @@ def bench_generate(s: Shape, device: torch.device, dtype: torch.dtype, batches: 
     return out
 
 
-def bench_sweep(s: Shape, device: torch.device, dtype: torch.dtype, steps: int, peak_tflops: float) -> dict[str, Any]:
-    """8 trials (SFT, control λ 0.05/0.5, distill λ 0.05/0.1/0.2/0.5/1.0) the seed's way and ours."""
-    trials = [("sft", 0.0), ("control", 0.05), ("control", 0.5), ("distill", 0.05), ("distill", 0.1),
-              ("distill", 0.2), ("distill", 0.5), ("distill", 1.0)]
-    out: dict[str, Any] = {"trials": len(trials), "steps_per_trial": steps}
+SWEEP_TRIALS = [("sft", 0.0), ("control", 0.05), ("control", 0.5), ("distill", 0.05), ("distill", 0.1),
+                ("distill", 0.2), ("distill", 0.5), ("distill", 1.0)]
+
+
+def run_trials(s: Shape, device: torch.device, dtype: torch.dtype, steps: int, lams: list[float]) -> None:
+    """Our trials one after another in this process: each builds its own student (one model copy, no
+    teacher), compiles it and trains from the cache, as a Tune trial process does. LoRA dropout is
+    the seed's (and the product's default) 0.05."""
+    for lam in lams:
+        torch._dynamo.reset()  # a fresh trial process has no compiled graphs (the on-disk caches stay)
+        st = OurStep(s, device, dtype, "lora", 0.05, compile=True, lam=lam)
+        for _ in range(steps):
+            st.step()
+        sync(device)
+        del st
+        gc.collect()
+
+
+def _trial_process(s: Shape, device: str, dtype: torch.dtype, steps: int, lams: list[float], start: Any) -> None:
+    """A trial process sharing the GPU (Tune with resources.gpus_per_worker < 1): waits for the start
+    signal, then runs its trials."""
+    start.wait()
+    run_trials(s, torch.device(device), dtype, steps, lams)
+
+
+def build_caches(s: Shape, device: torch.device, dtype: torch.dtype, steps: int) -> None:
+    """The two caches once (few-shot at teacher length, zero-shot at student length), for every
+    example the trials see, through the product's teacher_rows()."""
+    base = build_model(s, device, dtype).requires_grad_(False)
+    span = AnswerSpanLM(base)
+    for length in (s.teacher_len, s.student_len):
+        ids = random_ids(s, steps * s.batch, length, device, 5).cpu()
+        encs = [Encoded(tuple(r.tolist()), length - s.answer) for r in ids]
+        teacher_rows(span, encs, 0, s.top_k, 16, device)
+    del base, span
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def bench_sweep(s: Shape, device: torch.device, dtype: torch.dtype, steps: int, parallel: list[int]) -> dict[str, Any]:
+    """8 trials (SFT, control λ 0.05/0.5, distill λ 0.05/0.1/0.2/0.5/1.0) the seed's way and ours,
+    ours with 1, 2, … trial processes sharing the GPU."""
+    import multiprocessing as mp
+
+    out: dict[str, Any] = {"trials": len(SWEEP_TRIALS), "steps_per_trial": steps}
     # The seed's way: every trial loads its own student and teacher copy and runs the teacher online
     # (the zero-shot control's teacher reads the student-length prompt).
     t0 = time.perf_counter()
     reset_peak(device)
-    for cond, lam in trials:
+    for cond, lam in SWEEP_TRIALS:
         st = SeedStep(s, device, dtype, lam=lam, teacher_len=s.student_len if cond == "control" else None)
         for _ in range(steps):
             st.step(use_teacher=cond != "sft")
@@ -361,32 +417,36 @@ def bench_sweep(s: Shape, device: torch.device, dtype: torch.dtype, steps: int, 
     out["seed_s"] = time.perf_counter() - t0
     out["seed_peak_gb"] = peak_gb(device)
     print(f"  sweep seed: {out['seed_s']:.1f}s", flush=True)
-    # Ours, as the product runs it: the two caches once (few-shot at teacher length, zero-shot at
-    # student length) for every example the trials see; then each trial, like a Tune trial process,
-    # builds its own student (one model copy, no teacher), compiles it and trains from the cache.
-    t0 = time.perf_counter()
-    reset_peak(device)
-    base = build_model(s, device, dtype).requires_grad_(False)
-    span = AnswerSpanLM(base)
-    n_examples = steps * s.batch
-    for length in (s.teacher_len, s.student_len):
-        ids = random_ids(s, n_examples, length, device, 5).cpu()
-        encs = [Encoded(tuple(r.tolist()), length - s.answer) for r in ids]
-        teacher_rows(span, encs, 0, s.top_k, 16, device)
-    del base, span
-    gc.collect()
-    out["ours_cache_s"] = time.perf_counter() - t0
-    for _cond, lam in trials:
-        st = OurStep(s, device, dtype, "lora", 0.0, compile=True, lam=lam)
-        for _ in range(steps):
-            st.step()
-        sync(device)
-        del st
-        gc.collect()
-    out["ours_s"] = time.perf_counter() - t0
-    out["ours_peak_gb"] = peak_gb(device)
-    out["speedup"] = out["seed_s"] / out["ours_s"]
-    print(f"  sweep ours: {out['ours_s']:.1f}s (cache {out['ours_cache_s']:.1f}s)", flush=True)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    lams = [lam for _, lam in SWEEP_TRIALS]
+    out["ours"] = {}
+    for n in parallel:
+        t0 = time.perf_counter()
+        reset_peak(device)
+        build_caches(s, device, dtype, steps)
+        r: dict[str, Any] = {"cache_s": time.perf_counter() - t0}
+        if n == 1:
+            run_trials(s, device, dtype, steps, lams)
+            r["peak_gb"] = peak_gb(device)
+        else:
+            # Trial processes start (import, CUDA context) while the cache builds in a real sweep
+            # too (Tune starts trials once the cache task returns): the clock includes their start.
+            ctx = mp.get_context("spawn")
+            start = ctx.Event()
+            procs = [ctx.Process(target=_trial_process, args=(s, str(device), dtype, steps, lams[i::n], start))
+                     for i in range(n)]
+            for proc in procs:
+                proc.start()
+            start.set()
+            for proc in procs:
+                proc.join()
+            if any(proc.exitcode for proc in procs):
+                r["error"] = f"trial process exit codes {[proc.exitcode for proc in procs]}"
+        r["total_s"] = time.perf_counter() - t0
+        r["speedup"] = out["seed_s"] / r["total_s"]
+        out["ours"][f"x{n}"] = r
+        print(f"  sweep ours, {n} trial process(es) on the device: {r}", flush=True)
     return out
 
 
@@ -407,10 +467,12 @@ def bench_profile(s: Shape, device: torch.device, dtype: torch.dtype) -> dict[st
     wall = (time.perf_counter() - t0) / 5
     cats: dict[str, float] = {}
     top = []
+    from torch.autograd import DeviceType
+
     for e in prof.key_averages():
         t = getattr(e, "self_device_time_total", 0.0) or getattr(e, "self_cuda_time_total", 0.0)
-        if t <= 0:
-            continue
+        if t <= 0 or getattr(e, "device_type", None) == DeviceType.CPU:
+            continue  # kernels only: a CPU op's device time repeats its kernels' time
         name = e.key.lower()
         cat = ("gemm" if any(k in name for k in ("gemm", "cutlass", "sm90", "nvjet", "matmul", "mm_")) else
                "attention" if any(k in name for k in ("flash", "attention", "sdpa", "fmha")) else
@@ -443,6 +505,9 @@ def table(res: dict[str, Any]) -> str:
     if st:
         lines.append(f"{'step':<34}{'student tok/s':>14}{'× seed':>9}{'peak GB':>9}")
         lines.append(f"{'seed (online teacher, LoRA, MSE)':<34}{st:>14,.0f}{1.0:>9.2f}{seed['peak_gb']:>9.1f}")
+        if "student_tok_s_first" in seed:
+            lines.append(f"  (mean of {seed['student_tok_s_first']:,.0f} before and "
+                         f"{res['seed_end']['student_tok_s']:,.0f} after our variants)")
     for name, r in res.get("ours", {}).items():
         if "student_tok_s" in r:
             ratio = r["student_tok_s"] / st if st else float("nan")
@@ -459,8 +524,10 @@ def table(res: dict[str, Any]) -> str:
                      f"{g['eval_15000_estimate_s']:.0f} s")
     sw = res.get("sweep")
     if sw:
-        lines.append(f"sweep of {sw['trials']} trials × {sw['steps_per_trial']} steps: seed {sw['seed_s']:.0f} s, "
-                     f"ours {sw['ours_s']:.0f} s (cache {sw['ours_cache_s']:.0f} s) → {sw['speedup']:.2f}×")
+        lines.append(f"sweep of {sw['trials']} trials × {sw['steps_per_trial']} steps: seed {sw['seed_s']:.0f} s")
+        for name, r in sw["ours"].items():
+            lines.append(f"  ours, {name[1:]} trial process(es) at once: {r['total_s']:.0f} s "
+                         f"(cache {r['cache_s']:.0f} s) → {r['speedup']:.2f}×" + (f"  {r['error']}" if "error" in r else ""))
     return "\n".join(lines)
 
 
@@ -474,7 +541,11 @@ def main() -> None:
     ap.add_argument("--cache-batches", default="8,16")
     ap.add_argument("--gen-batches", default="256,1024")
     ap.add_argument("--sweep-steps", type=int, default=100)
+    ap.add_argument("--sweep-parallel", default="1,2", help="trial processes sharing the GPU, one sweep each")
     ap.add_argument("--gen-static", action="store_true", help="generate with a static KV cache")
+    ap.add_argument("--in-process", action="store_true",
+                    help="measure the seed's step and each variant in this process (default: a fresh process "
+                         "each, so compiled graphs, CUDA-graph pools and allocator state never carry over)")
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
@@ -493,12 +564,49 @@ def main() -> None:
 
     res["peak"] = bench_peak(device, args.tiny)
     print("peak", res["peak"], flush=True)
+    isolate = not args.in_process and "seed" in sections and "ours" in sections
+
+    def measure(section: str, variant: str | None = None) -> dict[str, Any]:
+        """One section (or one variant of `ours`), in this process or in a fresh one."""
+        if not isolate:
+            if section == "seed":
+                return bench_seed(s, device, dtype, args.reps)
+            return bench_ours(s, device, dtype, args.reps, [variant or ""])
+        tmp = args.out.with_suffix(f".{section}.{variant or 'step'}.json")
+        cmd = [sys.executable, __file__, "--out", str(tmp), "--sections", section, "--reps", str(args.reps)]
+        cmd += ["--variants", variant] if variant else []
+        cmd += ["--tiny"] if args.tiny else []
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0 or not tmp.exists():
+            return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1][:300]}
+        got = json.loads(tmp.read_text())
+        tmp.unlink()
+        return got[section] if section == "seed" else got["ours"]
+
     if "seed" in sections:
-        res["seed"] = bench_seed(s, device, dtype, args.reps)
+        res["seed"] = measure("seed")
         print("seed", res["seed"], flush=True)
         save()
     if "ours" in sections:
-        res["ours"] = bench_ours(s, device, dtype, args.reps, args.variants.split(","))
+        if isolate:
+            res["ours"] = {}
+            for v in args.variants.split(","):
+                r = measure("ours", v)
+                key = v if v not in res["ours"] else f"{v}#{sum(k.split('#')[0] == v for k in res['ours']) + 1}"
+                res["ours"][key] = r.get(v, r)
+                print(f"  ours {key}: {res['ours'][key]}", flush=True)
+                save()
+        else:
+            res["ours"] = bench_ours(s, device, dtype, args.reps, args.variants.split(","))
+        save()
+    if "seed" in sections and "ours" in sections:
+        # The seed's step again after ours: the ratios use the mean of both, so clock drift over
+        # the run counts against neither side.
+        res["seed_end"] = measure("seed")
+        print("seed (again)", res["seed_end"], flush=True)
+        first = res["seed"]["student_tok_s"]
+        res["seed"]["student_tok_s_first"] = first
+        res["seed"]["student_tok_s"] = (first + res["seed_end"]["student_tok_s"]) / 2
         save()
     if "cache" in sections:
         batches = [int(b) for b in args.cache_batches.split(",")]
@@ -513,7 +621,8 @@ def main() -> None:
         res["profile"] = bench_profile(s, device, dtype)
         save()
     if "sweep" in sections:
-        res["sweep"] = bench_sweep(s, device, dtype, args.sweep_steps if not args.tiny else 2, res["peak"]["tflops"])
+        res["sweep"] = bench_sweep(s, device, dtype, args.sweep_steps if not args.tiny else 2,
+                                   [int(n) for n in args.sweep_parallel.split(",")])
         save()
     print()
     print(table(res))

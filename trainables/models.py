@@ -202,7 +202,42 @@ def add_lora(model: nn.Module, cfg: ModelConfig) -> nn.Module:
         raise ValueError(f"model.lora_targets {cfg.lora_targets} match no module of {cfg.name!r}")
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=targets, task_type="CAUSAL_LM")
-    return get_peft_model(model, lora)
+    model = get_peft_model(model, lora)
+    adapters_in_activation_dtype(model)
+    return model
+
+
+class ActivationDtypeLinear(nn.Linear):
+    """A LoRA factor whose weight stays fp32 (the optimizer's master copy) but that multiplies in
+    the dtype of its input, so a bf16 model's adapters run bf16 GEMMs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x @ Wᵀ (+ b) computed in x's dtype; gradients reach the fp32 weight through the cast."""
+        bias = None if self.bias is None else self.bias.to(x.dtype)
+        return nn.functional.linear(x, self.weight.to(x.dtype), bias)
+
+
+def adapters_in_activation_dtype(model: nn.Module) -> int:
+    """Make every LoRA factor of a PEFT model compute in the activations' dtype; returns the count.
+
+    PEFT keeps adapter weights in fp32 and casts each projection's input to fp32 (two TF32 GEMMs
+    plus a full-size activation copy per projection, forward and backward: bench/results/NOTES.md).
+    Here the input keeps its dtype and the small weight is cast instead: mixed precision with fp32
+    master weights, as torch.autocast would do. An fp32 model is unchanged; parameter names and
+    PEFT checkpoints are unchanged."""
+    from peft.tuners.lora import LoraLayer
+
+    n = 0
+    for module in model.modules():
+        if not isinstance(module, LoraLayer):
+            continue
+        module.cast_input_dtype_enabled = False
+        for factors in (module.lora_A, module.lora_B):
+            for linear in factors.values():
+                if type(linear) is nn.Linear:
+                    linear.__class__ = ActivationDtypeLinear
+                    n += 1
+    return n
 
 
 def causal_lm(model: nn.Module) -> nn.Module:
@@ -259,12 +294,12 @@ class AnswerSpanLM(nn.Module):
         return logits
 
 
-def compile_decoder_layers(model: nn.Module) -> int:
+def compile_decoder_layers(model: nn.Module, mode: str | None = None) -> int:
     """Compile each decoder layer in place with torch.compile (regional: one trace reused by every
     layer, so compiling a 28-layer model costs about one layer's compile); returns the count."""
     layers = getattr(causal_lm(model).get_decoder(), "layers", None)
     if layers is None:
         return 0
     for layer in layers:
-        layer.compile()
+        layer.compile(mode=mode)
     return len(layers)
