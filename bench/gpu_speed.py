@@ -396,7 +396,8 @@ def build_caches(s: Shape, device: torch.device, dtype: torch.dtype, steps: int)
         torch.cuda.empty_cache()
 
 
-def bench_sweep(s: Shape, device: torch.device, dtype: torch.dtype, steps: int, parallel: list[int]) -> dict[str, Any]:
+def bench_sweep(s: Shape, device: torch.device, dtype: torch.dtype, steps: int, parallel: list[int],
+                progress: Callable[[dict[str, Any]], None] = lambda _: None) -> dict[str, Any]:
     """8 trials (SFT, control λ 0.05/0.5, distill λ 0.05/0.1/0.2/0.5/1.0) the seed's way and ours,
     ours with 1, 2, … trial processes sharing the GPU."""
     import multiprocessing as mp
@@ -417,6 +418,7 @@ def bench_sweep(s: Shape, device: torch.device, dtype: torch.dtype, steps: int, 
     out["seed_s"] = time.perf_counter() - t0
     out["seed_peak_gb"] = peak_gb(device)
     print(f"  sweep seed: {out['seed_s']:.1f}s", flush=True)
+    progress(out)
     if device.type == "cuda":
         torch.cuda.empty_cache()
     lams = [lam for _, lam in SWEEP_TRIALS]
@@ -447,6 +449,7 @@ def bench_sweep(s: Shape, device: torch.device, dtype: torch.dtype, steps: int, 
         r["speedup"] = out["seed_s"] / r["total_s"]
         out["ours"][f"x{n}"] = r
         print(f"  sweep ours, {n} trial process(es) on the device: {r}", flush=True)
+        progress(out)
     return out
 
 
@@ -621,8 +624,12 @@ def main() -> None:
         res["profile"] = bench_profile(s, device, dtype)
         save()
     if "sweep" in sections:
+        def progress(partial: dict[str, Any]) -> None:
+            res["sweep"] = partial
+            save()
+
         res["sweep"] = bench_sweep(s, device, dtype, args.sweep_steps if not args.tiny else 2,
-                                   [int(n) for n in args.sweep_parallel.split(",")])
+                                   [int(n) for n in args.sweep_parallel.split(",")], progress)
         save()
     print()
     print(table(res))
