@@ -10,11 +10,15 @@ Sections (--sections, comma-separated; default all but `sweep`, which is long):
             LoRA r=16 student (dropout 0.05, all linear projections), MSE on top-256 raw logits
   ours      lamtune's trial step: teacher from the cache, vocabulary logits only at the answer span,
             forward KL on top-K + tail (trainables.losses), LoRA (dropout 0.05 and 0), full FT; eager
-            and torch.compile
+            and torch.compile. Variant names (--variants): lora_d<dropout>_<eager|compile|compilefull>
+            or full_<eager|compile>; suffix _peft32 keeps PEFT's fp32 adapter compute, _cg compiles
+            with CUDA graphs (mode reduce-overhead). Each variant and the seed's step (measured
+            before and after them) run in a fresh process unless --in-process.
   cache     lamtune's teacher-cache build (trainables.teacher.build.teacher_rows): tokens/s, share of peak
   generate  greedy decoding step time (HF generate) at several batch sizes → the 15,000-example eval
   sweep     8 trials the seed's way (each with its own online teacher) vs ours (cache once, then
-            trials reading it), wall time end to end
+            trials reading it, as --sweep-parallel trial processes sharing the GPU), wall time end to end
+  profile   GPU kernel time per step of our compiled LoRA step, by category
 Speed does not depend on weight values, so weights are random. Each figure is the median of timed
 repetitions after warm-up, with CUDA synchronisation; peak memory is torch.cuda.max_memory_allocated.
 """
