@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -131,43 +131,84 @@ def _as_gold(task: str, choice: str) -> dict[str, Any]:
     return {"label": PA_ANSWERS.index(choice)} if task == "pa" else {"label": choice}
 
 
-def evaluate(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: TrialConfig,
-             device: torch.device) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Metrics over `items` and one prediction row per example."""
+def predict(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: TrialConfig,
+            device: torch.device) -> list[str]:
+    """The model's output text for each item, in order: a greedy continuation, or under
+    eval.mode=score the best-scoring answer string of a classification task."""
     was_training = model.training
     model.eval()
-    rows: list[dict[str, Any]] = []
-    metrics: dict[str, float] = {}
+    texts = [""] * len(items)
     try:
-        for task in cfg.data.tasks:
-            spec = get_task(task)
-            task_items = [it for it in items if it.task == task]
-            if not task_items:
-                continue
-            if cfg.eval.mode == "score" and spec.choices:
-                picks = score_choices(model, tokenizer, task_items, cfg.eval.batch_size, device)
-                texts = [" " + p for p in picks]
+        for task in dict.fromkeys(it.task for it in items):
+            idx = [i for i, it in enumerate(items) if it.task == task]
+            if cfg.eval.mode == "score" and get_task(task).choices:
+                picks = score_choices(model, tokenizer, [items[i] for i in idx], cfg.eval.batch_size, device)
+                got = [" " + p for p in picks]
             else:
-                texts = generate(model, tokenizer, [it.prompt_ids for it in task_items],
-                                 cfg.eval.max_new_tokens[task], cfg.eval.batch_size, device)
-            per_lang: dict[str, float] = {}
-            for lang in dict.fromkeys(it.lang for it in task_items):
-                pairs = [(it, t) for it, t in zip(task_items, texts) if it.lang == lang]
-                parsed = [spec.parse(t, it.record) for it, t in pairs]
-                preds = [p.prediction for p in parsed]
-                refs = [spec.reference(it.record) for it, _ in pairs]
-                scores = metric(task, lang, preds, refs)
-                for name, value in scores.items():
-                    metrics[f"{task}/{lang}/{name}"] = float(value)
-                metrics[f"{task}/{lang}/parse_fail"] = 100.0 * sum(p.failed for p in parsed) / len(parsed)
-                per_lang[lang] = float(scores[HEADLINE_METRIC[task]])
-                for (it, text), p, ref in zip(pairs, parsed, refs):
-                    rows.append({"task": task, "lang": lang, "example_id": it.record["id"], "output": text,
-                                 "prediction": json.dumps(p.prediction, ensure_ascii=False),
-                                 "reference": json.dumps(ref, ensure_ascii=False), "parse_failed": p.failed})
-            metrics[f"{task}/avg"] = sum(per_lang.values()) / len(per_lang)
-        task_avgs = [v for k, v in metrics.items() if k.endswith("/avg")]
-        metrics["avg"] = sum(task_avgs) / len(task_avgs) if task_avgs else 0.0
+                got = generate(model, tokenizer, [items[i].prompt_ids for i in idx], cfg.eval.max_new_tokens[task],
+                               cfg.eval.batch_size, device)
+            for i, text in zip(idx, got):
+                texts[i] = text
     finally:
         model.train(was_training)
+    return texts
+
+
+def score(items: Sequence[EvalItem], texts: Sequence[str], cfg: TrialConfig) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Metrics over items given their output texts, and one prediction row per example."""
+    rows: list[dict[str, Any]] = []
+    metrics: dict[str, float] = {}
+    for task in cfg.data.tasks:
+        spec = get_task(task)
+        task_pairs = [(it, t) for it, t in zip(items, texts, strict=True) if it.task == task]
+        if not task_pairs:
+            continue
+        per_lang: dict[str, float] = {}
+        for lang in dict.fromkeys(it.lang for it, _ in task_pairs):
+            pairs = [(it, t) for it, t in task_pairs if it.lang == lang]
+            parsed = [spec.parse(t, it.record) for it, t in pairs]
+            preds = [p.prediction for p in parsed]
+            refs = [spec.reference(it.record) for it, _ in pairs]
+            scores = metric(task, lang, preds, refs)
+            for name, value in scores.items():
+                metrics[f"{task}/{lang}/{name}"] = float(value)
+            metrics[f"{task}/{lang}/parse_fail"] = 100.0 * sum(p.failed for p in parsed) / len(parsed)
+            per_lang[lang] = float(scores[HEADLINE_METRIC[task]])
+            for (it, text), p, ref in zip(pairs, parsed, refs):
+                rows.append({"task": task, "lang": lang, "example_id": it.record["id"], "output": text,
+                             "prediction": json.dumps(p.prediction, ensure_ascii=False),
+                             "reference": json.dumps(ref, ensure_ascii=False), "parse_failed": p.failed})
+        metrics[f"{task}/avg"] = sum(per_lang.values()) / len(per_lang)
+    task_avgs = [v for k, v in metrics.items() if k.endswith("/avg")]
+    metrics["avg"] = sum(task_avgs) / len(task_avgs) if task_avgs else 0.0
     return metrics, rows
+
+
+def predict_sharded(predict_shard: Callable[[Sequence[EvalItem]], list[str]], items: Sequence[EvalItem],
+                    rank: int, world: int) -> list[str] | None:
+    """Every rank predicts items[rank::world]; rank 0 gets all texts in item order, others None.
+
+    A collective: every rank of the process group must call it with the same items."""
+    mine = predict_shard(items[rank::world])
+    if world == 1:
+        return mine
+    shards: list[Any] = [None] * world
+    torch.distributed.all_gather_object(shards, mine)
+    if rank != 0:
+        return None
+    texts = [""] * len(items)
+    for r, shard in enumerate(shards):
+        texts[r::world] = shard
+    return texts
+
+
+def evaluate(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: TrialConfig,
+             device: torch.device, rank: int = 0, world: int = 1) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Metrics over `items` and one prediction row per example.
+
+    With world > 1 (a data-parallel trial) every rank decodes its share of the items and rank 0
+    scores them all; the other ranks get empty results."""
+    texts = predict_sharded(lambda shard: predict(model, tokenizer, shard, cfg, device), items, rank, world)
+    if texts is None:
+        return {}, []
+    return score(items, texts, cfg)

@@ -221,24 +221,26 @@ def run_worker(
         compile_decoder_layers(model)  # ~1.8x the eager LoRA step on an H200 (bench/gpu_speed.py)
     span: torch.nn.Module = AnswerSpanLM(model)
     fewshot_eval = v.condition == "fewshot"
-    dev_items = eval_items(cfg, tokenizer, "dev", cfg.eval.dev_per_pair, fewshot_eval) if rank == 0 else []
-    test_items = (eval_items(cfg, tokenizer, cfg.eval.test_split, cfg.eval.test_per_pair, fewshot_eval)
-                  if rank == 0 else [])
+    # Every rank holds the items: each decodes its share, rank 0 scores them all (evaluate()).
+    dev_items = eval_items(cfg, tokenizer, "dev", cfg.eval.dev_per_pair, fewshot_eval)
+    test_items = eval_items(cfg, tokenizer, cfg.eval.test_split, cfg.eval.test_per_pair, fewshot_eval)
     out_dir = Path(cfg.experiment_dir) / "predictions" / trial_name if cfg.experiment_dir else None
 
     def evaluate_and_report(step: int, eval_index: int, extra: dict[str, float], final: bool) -> None:
-        """Evaluate on dev (and test when final) on rank 0, then report from every rank."""
+        """Evaluate on dev (and test when final), decoding on every rank and scoring on rank 0,
+        then report from every rank."""
         metrics: dict[str, Any] = {"step": step, "eval_index": eval_index, **extra}
-        if rank == 0:
-            t0 = time.perf_counter()
-            # Decoding runs eager: compiled layers would recompile for every new sequence length.
-            with torch.compiler.set_stance("force_eager"):
-                dev, dev_rows = evaluate(model, tokenizer, dev_items, cfg, device)
-                metrics.update(dev)
-                if final:
-                    test, test_rows = evaluate(model, tokenizer, test_items, cfg, device)
-                    metrics.update({f"test/{k}": v for k, v in test.items()})
+        t0 = time.perf_counter()
+        # Decoding runs eager: compiled layers would recompile for every new sequence length.
+        with torch.compiler.set_stance("force_eager"):
+            dev, dev_rows = evaluate(model, tokenizer, dev_items, cfg, device, rank, world)
+            metrics.update(dev)
+            if final:
+                test, test_rows = evaluate(model, tokenizer, test_items, cfg, device, rank, world)
+                metrics.update({f"test/{k}": v for k, v in test.items()})
+                if rank == 0:
                     _save_predictions(out_dir, {"dev": dev_rows, "test": test_rows}, cfg)
+        if rank == 0:
             metrics["time/eval_s"] = time.perf_counter() - t0
         metrics["final"] = final
         report(metrics)

@@ -182,3 +182,51 @@ def test_real_data_predictions_and_skipped_pairs(tiny_model, tiny_tokenizer):
         assert json.loads(row["reference"]) == get_task(row["task"]).reference(record)
         json.loads(row["prediction"])
     assert skipped_pairs(config()) == []
+
+
+# --------------------------------------------------- data-parallel evaluation (gloo ranks)
+
+
+def _sharded_eval_worker(rank: int, world: int, port: int, out: str) -> None:
+    import os
+
+    from trainables.models import load_tokenizer
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.distributed.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        model = load_model(ModelConfig(name="tiny"), CPU, trainable=False)
+        tok = load_tokenizer(ModelConfig(name="tiny"))
+        cfg = config(eval_langs=["en", "zh", "de"])
+        items = eval_items(cfg, tok, "test", 3, False)  # 5 tasks × 3 languages × 3 = 45 items
+        seen = len(items[rank::world])
+        metrics, rows = evaluate(model, tok, items, cfg, CPU, rank, world)
+        torch.save({"metrics": metrics, "rows": rows, "seen": seen, "n": len(items)}, f"{out}/{rank}.pt")
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("world", [2])
+def test_data_parallel_ranks_share_decoding_and_rank0_scores_everything(tiny_model, tiny_tokenizer, world, tmp_path):
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_sharded_eval_worker, args=(world, port, str(tmp_path)), nprocs=world, join=True)
+    got = [torch.load(tmp_path / f"{r}.pt") for r in range(world)]
+    # Every rank decoded a share (45 items over 2 ranks: 23 and 22), only rank 0 has results.
+    assert sum(g["seen"] for g in got) == got[0]["n"] == 45
+    assert all(g["seen"] >= 45 // world for g in got)
+    assert all(g["metrics"] == {} and g["rows"] == [] for g in got[1:])
+    # Rank 0's reassembled results are exactly one process evaluating everything.
+    cfg = config(eval_langs=["en", "zh", "de"])
+    items = eval_items(cfg, tiny_tokenizer, "test", 3, False)
+    metrics, rows = evaluate(tiny_model, tiny_tokenizer, items, cfg, CPU)
+    assert got[0]["metrics"] == metrics
+    assert got[0]["rows"] == rows
+    assert {k.split("/")[0] for k in metrics if k.count("/") == 2} == set(TASKS)

@@ -380,3 +380,6 @@ def test_two_data_parallel_ranks_train_like_one_worker(cache, tmp_path):
             assert keys or policy["name"] == "fixed"
             for key in keys:
                 assert mine[key] == pytest.approx(ref[key], rel=1e-3, abs=1e-6), (policy["name"], key)
+        # Evaluation decoded on both ranks; rank 0 reports every (task, language) metric.
+        final_keys = {k for k in ddp["reports"][-1] if k.startswith("test/")}
+        assert final_keys == {k for k in single_reports[-1] if k.startswith("test/")} and final_keys
