@@ -287,8 +287,9 @@ def run_worker(
     tokens_seen, eval_index, t_start = 0, 0, time.perf_counter()
     for step in range(1, cfg.train.steps + 1):
         exs = next(batches)
-        batch = collate([e.student for e in exs], tokenizer.pad_token_id, "right", cfg.train.kd_alignment).to(device)
-        task_ids = torch.tensor([TASKS.index(e.task) for e in exs], device=device)[batch.rows]  # [N]
+        host = collate([e.student for e in exs], tokenizer.pad_token_id, "right", cfg.train.kd_alignment)
+        host_task_ids = torch.tensor([TASKS.index(e.task) for e in exs])[host.rows]  # [N], on the host
+        batch, task_ids = host.to(device), host_task_ids.to(device)
         n_local = torch.tensor(float(batch.n_tokens), device=device)
         n_global = n_local.clone()
         if world > 1:
@@ -309,9 +310,10 @@ def run_worker(
         loss = weighted_token_mean(ce_tok, None, n_global) * world
         kd_tok = torch.zeros_like(ce_tok)
         lam = torch.zeros_like(ce_tok)
+        teacher_ce: dict[str, float] = {}
         if cache is not None and policy is not None:
             teacher, tdiag = cache.gather(e.key for e in exs)
-            if not torch.equal(tdiag["gold_id"].to(device), batch.targets):
+            if not torch.equal(tdiag["gold_id"], host.targets):
                 raise CacheError("teacher cache answer tokens differ from the student's: stale cache or tokenizer")
             teacher = type(teacher)(*(t.to(device) for t in teacher))
             kd_tok = kd_per_token(kd_logits, teacher, cfg.train.kd_loss, cfg.train.kd_temperature, cfg.train.jsd_beta)
@@ -323,11 +325,7 @@ def run_worker(
             )).to(kd_tok.dtype)
             loss = loss + weighted_token_mean(kd_tok, lam, n_global) * world
             # Teacher CE on the gold answer: the cache's log-prob at the causal predicting position.
-            teacher_ce = -tdiag["gold_logprob"]
-            for task, value in per_task_mean(teacher_ce, task_ids.cpu()).items():
-                diag.add(f"diag/{task}/teacher_ce", value)
-                student = float(ce_tok.detach()[task_ids == TASKS.index(task)].mean())
-                diag.track_crossover(step, task, student, value)
+            teacher_ce = per_task_mean(-tdiag["gold_logprob"], host_task_ids)  # host tensors: no sync
 
         optimizer.zero_grad(set_to_none=True)
         if request is not None:
@@ -336,9 +334,6 @@ def run_worker(
             diag.add("train/split_backward_s", seconds)
         else:
             loss.backward()
-        if policy is not None:
-            for task, value in per_task_mean(lam.detach(), task_ids).items():
-                diag.add(f"lambda/{task}/mean", value)
         if cfg.train.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
         optimizer.step()
@@ -347,15 +342,33 @@ def run_worker(
             policy.after_step(step, val_grads if dev_batch is not None else None)
 
         # ------------------------------------------------------------ bookkeeping
+        # All of the step's scalars come to the host in one transfer: one sync per step, not one
+        # per value (each sync stops the host from queueing GPU work).
         n = batch.n_tokens
         tokens_seen += n
-        diag.add("train/ce", float(ce_tok.detach().mean()), n)
-        diag.add("train/kd", float(kd_tok.detach().mean()), n)
-        diag.add("train/loss", float(loss.detach()) / world)
-        for task, value in per_task_mean(ce_tok.detach(), task_ids).items():
+        present = sorted(set(host_task_ids.tolist()))
+        counts = torch.bincount(host_task_ids, minlength=len(TASKS)).clamp(min=1).to(device)
+        scalars = [ce_tok.detach().mean(), kd_tok.detach().mean(), loss.detach() / world]
+        per_task = [ce_tok.detach()] + ([lam.detach()] if policy is not None else [])
+        for values in per_task:
+            sums = torch.zeros(len(TASKS), device=device).index_add_(0, task_ids, values.float())
+            scalars.extend((sums / counts)[present].unbind())
+        got = torch.stack([x.float() for x in scalars]).tolist()
+        ce_mean, kd_mean, loss_value = got[:3]
+        if not math.isfinite(loss_value):
+            raise FloatingPointError(f"loss is {loss_value} at step {step}")
+        diag.add("train/ce", ce_mean, n)
+        diag.add("train/kd", kd_mean, n)
+        diag.add("train/loss", loss_value)
+        student_ce = dict(zip((TASKS[i] for i in present), got[3:3 + len(present)]))
+        for task, value in student_ce.items():
             diag.add(f"diag/{task}/student_ce", value)
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(f"loss is {float(loss)} at step {step}")
+        if policy is not None:
+            for task, value in zip((TASKS[i] for i in present), got[3 + len(present):]):
+                diag.add(f"lambda/{task}/mean", value)
+        for task, value in teacher_ce.items():
+            diag.add(f"diag/{task}/teacher_ce", value)
+            diag.track_crossover(step, task, student_ce[task], value)
 
         final = step == cfg.train.steps
         if step % cfg.train.eval_every == 0 or final:

@@ -246,6 +246,24 @@ def test_teacher_and_student_ce_are_read_at_the_causal_positions(cache):
         assert np.mean(legacy) != pytest.approx(np.mean(student), rel=1e-3)
 
 
+def test_per_task_lambda_is_reported_for_each_task(cache):
+    reports, _ = run(base_config(cache, steps=2, eval_every=2),
+                     policy={"name": "task_prior", "params": {"lams": {"nli": 0.3, "pos": 0.7}}})
+    assert reports[0]["lambda/nli/mean"] == pytest.approx(0.3, rel=1e-6)
+    assert reports[0]["lambda/pos/mean"] == pytest.approx(0.7, rel=1e-6)
+
+
+def test_a_non_finite_loss_stops_the_trial_with_its_step(cache, monkeypatch):
+    import trainables.loop as loop
+
+    def nan_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return torch.full(targets.shape, float("nan")) + 0 * logits.sum()
+
+    monkeypatch.setattr(loop, "answer_ce", nan_ce)
+    with pytest.raises(FloatingPointError, match="loss is nan at step 1"):
+        run(base_config(cache, steps=2, eval_every=2), policy={"name": "fixed", "params": {"lam": 0.5}})
+
+
 def test_crossover_step_is_the_first_step_the_smoothed_student_ce_is_below_the_teacher():
     student = [3.0, 2.5, 1.0, 0.4, 0.3, 2.0, 0.1]
     teacher = [1.0, 1.2, 0.8, 1.0, 1.1, 0.9, 1.0]
