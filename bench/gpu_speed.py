@@ -265,22 +265,26 @@ def bench_seed(s: Shape, device: torch.device, dtype: torch.dtype, reps: int) ->
     return out
 
 
+def result_key(name: str, taken: dict[str, Any]) -> str:
+    """`name`, or `name#k` when the same variant is measured for the k-th time in one run."""
+    return name if name not in taken else f"{name}#{sum(k.split('#')[0] == name for k in taken) + 1}"
+
+
 def bench_ours(s: Shape, device: torch.device, dtype: torch.dtype, reps: int, variants: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for name in variants:
+    for variant in variants:
         # "_peft32": PEFT's own adapter path (fp32 adapters, activations cast to fp32), as before
         # trainables.models.adapters_in_activation_dtype; "_cg": compiled with CUDA graphs;
         # "compilefull": the whole forward compiled as one graph instead of layer by layer.
-        base_name = name.split("#")[0]
         finetune, dropout, comp = {
             "lora_d0.05_eager": ("lora", 0.05, False), "lora_d0_eager": ("lora", 0.0, False),
             "lora_d0_compile": ("lora", 0.0, True), "lora_d0.05_compile": ("lora", 0.05, True),
             "lora_d0_compilefull": ("lora", 0.0, "full"), "lora_d0.05_compilefull": ("lora", 0.05, "full"),
             "full_eager": ("full", 0.0, False), "full_compile": ("full", 0.0, True),
-        }[base_name.removesuffix("_peft32").removesuffix("_cg")]
-        name = name if name not in out else f"{name}#{sum(k.split('#')[0] == name for k in out) + 1}"
-        fp32_adapters = base_name.endswith("_peft32")
-        mode = "reduce-overhead" if base_name.endswith("_cg") else None
+        }[variant.removesuffix("_peft32").removesuffix("_cg")]
+        name = result_key(variant, out)
+        fp32_adapters = variant.endswith("_peft32")
+        mode = "reduce-overhead" if variant.endswith("_cg") else None
         reset_peak(device)
         try:
             st = OurStep(s, device, dtype, finetune, dropout, comp, fp32_adapter_compute=fp32_adapters,
@@ -578,7 +582,7 @@ def main() -> None:
         if not isolate:
             if section == "seed":
                 return bench_seed(s, device, dtype, args.reps)
-            return bench_ours(s, device, dtype, args.reps, [variant or ""])
+            return bench_ours(s, device, dtype, args.reps, [variant or ""])[variant or ""]
         tmp = args.out.with_suffix(f".{section}.{variant or 'step'}.json")
         cmd = [sys.executable, __file__, "--out", str(tmp), "--sections", section, "--reps", str(args.reps)]
         cmd += ["--variants", variant] if variant else []
@@ -588,24 +592,20 @@ def main() -> None:
             return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1][:300]}
         got = json.loads(tmp.read_text())
         tmp.unlink()
-        return got[section] if section == "seed" else got["ours"]
+        return got[section] if section == "seed" else got["ours"][variant]
 
     if "seed" in sections:
         res["seed"] = measure("seed")
         print("seed", res["seed"], flush=True)
         save()
     if "ours" in sections:
-        if isolate:
-            res["ours"] = {}
-            for v in args.variants.split(","):
-                r = measure("ours", v)
-                key = v if v not in res["ours"] else f"{v}#{sum(k.split('#')[0] == v for k in res['ours']) + 1}"
-                res["ours"][key] = r.get(v, r)
+        res["ours"] = {}
+        for v in args.variants.split(","):
+            key = result_key(v, res["ours"])
+            res["ours"][key] = measure("ours", v)
+            if isolate:  # in-process, bench_ours has printed it
                 print(f"  ours {key}: {res['ours'][key]}", flush=True)
-                save()
-        else:
-            res["ours"] = bench_ours(s, device, dtype, args.reps, args.variants.split(","))
-        save()
+            save()
     if "seed" in sections and "ours" in sections:
         # The seed's step again after ours: the ratios use the mean of both, so clock drift over
         # the run counts against neither side.
