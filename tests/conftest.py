@@ -9,6 +9,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 XTREME_SAMPLE = (REPO.parent / "shared" / "data" / "xtreme-sample").resolve()
+#: The record schema every source returns (synthetic, local XTREME, hub), written out independently.
+RECORD_FIELDS = {
+    "nli": {"id", "premise", "hypothesis", "label"},
+    "pa": {"id", "sentence1", "sentence2", "label"},
+    "qa": {"id", "context", "question", "answers"},
+    "ner": {"id", "tokens", "ner_tags"},
+    "pos": {"id", "tokens", "pos_tags"},
+}
 
 # Tests never reach the network; artifacts (the tiny model) are built once per checkout.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import XTREME_SAMPLE
+from tests.conftest import RECORD_FIELDS, XTREME_SAMPLE
 from trainables.tasks.loaders import DataFormatError, DataUnavailable, load_split, missing_reason
 from trainables.tasks.loaders.conllu import read_conllu
 from trainables.tasks.loaders.tsv import read_sentences
@@ -34,13 +34,6 @@ SAMPLE_COUNTS = {
     ("pos", "en", "test"): 2000, ("pos", "hi", "test"): 1684, ("pos", "es", "test"): 426,
     ("pos", "de", "test"): 977, ("pos", "fr", "test"): 416, ("pos", "zh", "test"): 500,
 }
-FIELDS = {
-    "nli": {"id", "premise", "hypothesis", "label"},
-    "pa": {"id", "sentence1", "sentence2", "label"},
-    "qa": {"id", "context", "question", "answers"},
-    "ner": {"id", "tokens", "ner_tags"},
-    "pos": {"id", "tokens", "pos_tags"},
-}
 
 pytestmark = pytest.mark.skipif(not XTREME_SAMPLE.is_dir(), reason="shared XTREME sample not present")
 
@@ -62,7 +55,7 @@ def test_every_sample_split_loads_with_its_documented_count(task, lang, split):
     assert len(set(ids)) == len(ids)
     assert all(i.startswith(f"{task}-{lang}-{split}-") for i in ids)
     for r in records:
-        assert set(r) == FIELDS[task]
+        assert set(r) == RECORD_FIELDS[task]
         if task == "nli":
             assert r["label"] in NLI_LABELS and not r["hypothesis"].endswith("\r")
         elif task == "pa":
@@ -222,6 +215,15 @@ def write(root: Path, rel: str, text: str | bytes) -> Path:
     return path
 
 
+def assert_format_error(root: Path, rel: str, text: str, task: str, lang: str, where: str, message: str) -> None:
+    """Loading `text` written at `rel` fails with one line that starts `<path><where>` and says `message`."""
+    path = write(root, rel, text)
+    with pytest.raises(DataFormatError) as err:
+        load_split(f"local:{root}", task, lang, "dev")
+    msg = one_line(err)
+    assert msg.startswith(f"{path}{where}") and message in msg
+
+
 def test_tsv_rows_crlf_quoting_newlines_and_blank_lines(tmp_path):
     # What csv.writer writes for a TAB, a newline and a quote inside fields, then trailing blank lines.
     write(tmp_path, "xnli/dev-en.tsv",
@@ -241,11 +243,7 @@ def test_tsv_rows_crlf_quoting_newlines_and_blank_lines(tmp_path):
     ('a\tb\tneutral\r\n"unclosed\tb\tneutral\r\na\tb\tneutral\r\n', 2, "bad TSV quoting"),
 ])
 def test_malformed_xnli_names_file_and_line(tmp_path, text, line, message):
-    path = write(tmp_path, "xnli/dev-en.tsv", text)
-    with pytest.raises(DataFormatError) as err:
-        load_split(f"local:{tmp_path}", "nli", "en", "dev")
-    msg = one_line(err)
-    assert msg.startswith(f"{path}:{line}: ") and message in msg
+    assert_format_error(tmp_path, "xnli/dev-en.tsv", text, "nli", "en", f":{line}: ", message)
 
 
 @pytest.mark.parametrize(("rel", "task", "message"), [
@@ -287,11 +285,7 @@ def test_token_files_tolerate_crlf_blank_runs_and_strip_lang_prefix(tmp_path):
     ("A\tO\n\nB\nC\tO\n", 3, "got a token without a tag"),
 ])
 def test_malformed_panx_names_file_and_line(tmp_path, text, line, message):
-    path = write(tmp_path, "panx/dev-en.tsv", text)
-    with pytest.raises(DataFormatError) as err:
-        load_split(f"local:{tmp_path}", "ner", "en", "dev")
-    msg = one_line(err)
-    assert msg.startswith(f"{path}:{line}: ") and message in msg
+    assert_format_error(tmp_path, "panx/dev-en.tsv", text, "ner", "en", f":{line}: ", message)
 
 
 def test_tokens_only_files_are_unlabelled(tmp_path):
@@ -346,11 +340,7 @@ def test_conllu_fallback_fused_forms_and_cleaning(tmp_path):
      "HEAD links form a cycle"),
 ])
 def test_malformed_conllu_names_file_and_line(tmp_path, text, line, message):
-    path = write(tmp_path, "udpos/de_x-ud-dev.conllu", text)
-    with pytest.raises(DataFormatError) as err:
-        load_split(f"local:{tmp_path}", "pos", "de", "dev")
-    msg = one_line(err)
-    assert msg.startswith(f"{path}:{line}: ") and message in msg
+    assert_format_error(tmp_path, "udpos/de_x-ud-dev.conllu", text, "pos", "de", f":{line}: ", message)
 
 
 def squad(*qas: str, context: str = "Paris is in France.") -> str:
@@ -386,11 +376,7 @@ def test_mlqa_found_recursively_and_squad_train(tmp_path):
      ": data[0].paragraphs[0].qas[0].answers[0]: ", "answer_start ≥ 0"),
 ])
 def test_malformed_mlqa_names_file_and_place(tmp_path, text, where, message):
-    path = write(tmp_path, "mlqa/dev-context-es-question-es.json", text)
-    with pytest.raises(DataFormatError) as err:
-        load_split(f"local:{tmp_path}", "qa", "es", "dev")
-    msg = one_line(err)
-    assert msg.startswith(f"{path}{where}") and message in msg
+    assert_format_error(tmp_path, "mlqa/dev-context-es-question-es.json", text, "qa", "es", where, message)
 
 
 # =========================================================================== hub

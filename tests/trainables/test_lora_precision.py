@@ -38,6 +38,15 @@ def nonzero_adapters(model: torch.nn.Module) -> None:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.05)
 
 
+def reference_and_ours(dtype: torch.dtype) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The same non-zero adapters on a `dtype` model: PEFT's own compute path, and ours."""
+    reference = peft_default(tiny_llama(dtype))
+    nonzero_adapters(reference)
+    ours = copy.deepcopy(reference)
+    adapters_in_activation_dtype(ours)
+    return reference, ours
+
+
 def test_every_factor_is_converted_and_names_are_unchanged() -> None:
     base = tiny_llama(torch.bfloat16)
     reference = peft_default(copy.deepcopy(base))
@@ -50,11 +59,7 @@ def test_every_factor_is_converted_and_names_are_unchanged() -> None:
 
 
 def test_bf16_model_matches_the_fp32_adapter_path_and_trains_fp32_weights() -> None:
-    base = tiny_llama(torch.bfloat16)
-    reference = peft_default(copy.deepcopy(base))
-    nonzero_adapters(reference)
-    ours = copy.deepcopy(reference)
-    adapters_in_activation_dtype(ours)
+    reference, ours = reference_and_ours(torch.bfloat16)
     ids = torch.randint(0, 300, (2, 12), generator=torch.Generator().manual_seed(2))
 
     seen: set[torch.dtype] = set()
@@ -86,11 +91,7 @@ def test_bf16_model_matches_the_fp32_adapter_path_and_trains_fp32_weights() -> N
 
 
 def test_fp32_model_is_exactly_peft() -> None:
-    base = tiny_llama(torch.float32)
-    reference = peft_default(copy.deepcopy(base))
-    nonzero_adapters(reference)
-    ours = copy.deepcopy(reference)
-    adapters_in_activation_dtype(ours)
+    reference, ours = reference_and_ours(torch.float32)
     ids = torch.randint(0, 300, (2, 10), generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(ours(input_ids=ids).logits, reference(input_ids=ids).logits, rtol=0, atol=0)
 

@@ -7,16 +7,10 @@ from collections import Counter
 
 import pytest
 
+from tests.conftest import RECORD_FIELDS
 from trainables.tasks.schema import LANGS, NER_TAGS, NLI_LABELS, SPLITS, TASKS, UPOS_TAGS
 from trainables.tasks.synthetic import _lexicon, corpus, generate
 
-FIELDS = {
-    "nli": {"id", "premise", "hypothesis", "label"},
-    "pa": {"id", "sentence1", "sentence2", "label"},
-    "qa": {"id", "context", "question", "answers"},
-    "ner": {"id", "tokens", "ner_tags"},
-    "pos": {"id", "tokens", "pos_tags"},
-}
 LATIN_LETTER = re.compile(r"[A-Za-z]")
 DEVANAGARI = re.compile(r"[\u0900-\u097F]")
 CJK = re.compile(r"[\u4E00-\u9FA5]")
@@ -53,7 +47,7 @@ def test_schema(task: str, lang: str, split: str) -> None:
     assert len(records) == 40
     assert [r["id"] for r in records] == [f"syn-{task}-{lang}-{split}-{i:06d}" for i in range(40)]
     for r in records:
-        assert set(r) == FIELDS[task]
+        assert set(r) == RECORD_FIELDS[task]
         if task == "nli":
             assert r["label"] in NLI_LABELS
             assert isinstance(r["premise"], str) and isinstance(r["hypothesis"], str)
