@@ -175,7 +175,12 @@ class EvalConfig(Section):
     dev_per_pair: int = Field(50, ge=1, le=100_000)
     test_per_pair: int = Field(500, ge=1, le=100_000)
     test_split: Literal["test", "dev"] = "test"
-    batch_size: int = Field(32, ge=1, le=4096)
+    batch_size: int = Field(512, ge=1, le=65536,
+                            description="most sequences per generation batch; the memory budget sizes it below that")
+    memory_gb: float = Field(4.0, gt=0, le=4096,
+                             description="GPU memory planned for evaluation (KV cache, prefill); the floor of its budget")
+    stop_strings: list[str] = Field(default_factory=lambda: ["\n"],
+                                    description="a generated answer ends at the first of these (after its first character)")
     max_new_tokens: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_MAX_NEW_TOKENS))
     mode: Literal["generate", "score"] = "generate"
     save_predictions: bool = True
@@ -261,12 +266,17 @@ class ResourcesConfig(Section):
     num_workers: int = Field(1, ge=1, le=1024)
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0, le=256)
-    gpus_per_worker: float = Field(1.0, gt=0, le=8, description="fractions share one GPU between trials")
+    gpus_per_worker: float | Literal["auto"] = Field(
+        "auto", description="GPUs per worker; fractions share one GPU between trials; auto: from the memory plan")
     max_concurrent_trials: int | None = Field(None, ge=1, le=10_000, description="default: from cluster")
+    max_retries: int = Field(2, ge=0, le=100, description="retries of a trial after a transient failure "
+                             "(out of memory, a lost worker); deterministic errors are not retried")
 
     @model_validator(mode="after")
     def _fractional(self) -> "ResourcesConfig":
-        if self.use_gpu and self.gpus_per_worker < 1 and self.num_workers > 1:
+        if isinstance(self.gpus_per_worker, float) and not 0 < self.gpus_per_worker <= 8:
+            raise ValueError(f"gpus_per_worker must be 'auto' or in (0, 8], got {self.gpus_per_worker}")
+        if self.use_gpu and self.gpus_per_worker != "auto" and self.gpus_per_worker < 1 and self.num_workers > 1:
             raise ValueError("fractional gpus_per_worker needs num_workers=1 (two ranks on one GPU break NCCL)")
         return self
 

@@ -12,6 +12,7 @@ those pairs with the reason, for the results to record.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -21,7 +22,9 @@ from torch import nn
 from trainables.alignment import Encoded, collate, encode, encode_prompt
 from trainables.config import TrialConfig
 from trainables.data import available_langs, close_with_eos, fewshot_encoding, load_records, subset
-from trainables.models import AnswerSpanLM, causal_lm
+from trainables.generation import GenerationStats, greedy_generate
+from trainables.memory_plan import eval_budget_bytes
+from trainables.models import AnswerSpanLM
 from trainables.prompts import render
 from trainables.tasks import get_task, metric
 from trainables.tasks.loaders import missing_reason
@@ -71,30 +74,6 @@ def eval_items(cfg: TrialConfig, tokenizer: Any, split: str, n_per_pair: int, fe
 
 
 @torch.no_grad()
-def generate(model: nn.Module, tokenizer: Any, prompts: Sequence[tuple[int, ...]], max_new_tokens: int,
-             batch_size: int, device: torch.device) -> list[str]:
-    """Greedy continuations of token-id prompts (left-padded batches, sorted by length)."""
-    lm = causal_lm(model)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    out: list[str] = [""] * len(prompts)
-    pad = tokenizer.pad_token_id
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
-        width = max(len(prompts[i]) for i in idx)
-        ids = torch.full((len(idx), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(ids)
-        for row, i in enumerate(idx):
-            p = prompts[i]
-            ids[row, width - len(p):] = torch.tensor(p)
-            mask[row, width - len(p):] = 1
-        gen = lm.generate(input_ids=ids.to(device), attention_mask=mask.to(device), max_new_tokens=max_new_tokens,
-                          do_sample=False, pad_token_id=pad)
-        for row, i in enumerate(idx):
-            out[i] = tokenizer.decode(gen[row, width:], skip_special_tokens=True)
-    return out
-
-
-@torch.no_grad()
 def choice_logprobs(model: nn.Module, tokenizer: Any, item: EvalItem, device: torch.device) -> list[float]:
     """Total log-likelihood of each of the task's answer strings (its answer tokens) after the item's prompt."""
     choices = get_task(item.task).choices
@@ -132,12 +111,15 @@ def _as_gold(task: str, choice: str) -> dict[str, Any]:
 
 
 def predict(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: TrialConfig,
-            device: torch.device) -> list[str]:
+            device: torch.device, stats: GenerationStats | None = None) -> list[str]:
     """The model's output text for each item, in order: a greedy continuation, or under
-    eval.mode=score the best-scoring answer string of a classification task."""
+    eval.mode=score the best-scoring answer string of a classification task. Generation counts
+    are added to `stats` when given."""
     was_training = model.training
     model.eval()
     texts = [""] * len(items)
+    if device.type == "cuda":
+        torch.cuda.empty_cache()  # the training step's cached blocks: give them to the KV cache
     try:
         for task in dict.fromkeys(it.task for it in items):
             idx = [i for i, it in enumerate(items) if it.task == task]
@@ -145,12 +127,17 @@ def predict(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: Tr
                 picks = score_choices(model, tokenizer, [items[i] for i in idx], cfg.eval.batch_size, device)
                 got = [" " + p for p in picks]
             else:
-                got = generate(model, tokenizer, [items[i].prompt_ids for i in idx], cfg.eval.max_new_tokens[task],
-                               cfg.eval.batch_size, device)
+                got, st = greedy_generate(model, tokenizer, [items[i].prompt_ids for i in idx],
+                                          cfg.eval.max_new_tokens[task], device, eval_budget_bytes(cfg, device),
+                                          cfg.eval.batch_size, cfg.eval.stop_strings)
+                if stats is not None:
+                    stats.add(st)
             for i, text in zip(idx, got):
                 texts[i] = text
     finally:
         model.train(was_training)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # KV caches freed: the memory goes back to trials sharing the GPU
     return texts
 
 
@@ -208,7 +195,20 @@ def evaluate(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: T
 
     With world > 1 (a data-parallel trial) every rank decodes its share of the items and rank 0
     scores them all; the other ranks get empty results."""
-    texts = predict_sharded(lambda shard: predict(model, tokenizer, shard, cfg, device), items, rank, world)
+    stats = GenerationStats()
+    t0 = time.perf_counter()
+    texts = predict_sharded(lambda shard: predict(model, tokenizer, shard, cfg, device, stats), items, rank, world)
+    if world > 1:  # decoding counts summed over ranks (a collective, like predict_sharded)
+        every: list[Any] = [None] * world
+        torch.distributed.all_gather_object(every, stats)
+        stats = GenerationStats()
+        for s in every:
+            stats.add(s)
     if texts is None:
         return {}, []
-    return score(items, texts, cfg)
+    metrics, rows = score(items, texts, cfg)
+    seconds = time.perf_counter() - t0
+    metrics.update({"gen/examples": float(stats.sequences), "gen/tokens": float(stats.generated_tokens),
+                    "gen/prompt_tokens": float(stats.prompt_tokens), "gen/batches": float(stats.batches),
+                    "gen/seconds": seconds})
+    return metrics, rows

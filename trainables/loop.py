@@ -242,6 +242,8 @@ def run_worker(
                     _save_predictions(out_dir, {"dev": dev_rows, "test": test_rows}, cfg)
         if rank == 0:
             metrics["time/eval_s"] = time.perf_counter() - t0
+        if device.type == "cuda":
+            metrics["mem/peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
         metrics["final"] = final
         report(metrics)
 

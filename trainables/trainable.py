@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from trainables.config import TrialConfig
+from trainables.failures import one_line, record_retry, transient_reason
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -31,20 +32,37 @@ def run_trial(config: dict[str, Any]) -> None:
     # loaded machine (several trials importing torch on two cores); a timeout there fails a trial.
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "900")
     trial_name = ray.tune.get_context().get_trial_id() or "trial"
+    trial_dir = ray.tune.get_context().get_trial_dir()
     r = cfg.resources
     per_worker: dict[str, float] = {"CPU": r.cpus_per_worker}
     if r.use_gpu:
-        per_worker["GPU"] = r.gpus_per_worker
-    trainer = TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config={"trial": cfg.model_dump(), "trial_name": trial_name},
-        scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu, resources_per_worker=per_worker),
-        run_config=RunConfig(
-            # Deterministic name: a restored sweep's trial finds its own run again.
-            name=f"train-{trial_name}",
-            storage_path=str(Path(cfg.experiment_dir) / "train_runs"),
-            callbacks=[TuneReportCallback()],
-            failure_config=FailureConfig(max_failures=0),
-        ),
-    )
-    trainer.fit()
+        per_worker["GPU"] = r.gpus_per_worker if r.gpus_per_worker != "auto" else 1.0
+    attempt = 0
+    while True:
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"trial": cfg.model_dump(), "trial_name": trial_name, "attempt": attempt},
+            scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu, resources_per_worker=per_worker),
+            run_config=RunConfig(
+                # Deterministic name: a restored sweep's trial finds its own run again.
+                name=f"train-{trial_name}" + (f"-retry{attempt}" if attempt else ""),
+                storage_path=str(Path(cfg.experiment_dir) / "train_runs"),
+                callbacks=[TuneReportCallback()],
+                failure_config=FailureConfig(max_failures=0),  # retries are decided here, by cause
+            ),
+        )
+        try:
+            trainer.fit()
+            return
+        except Exception as err:  # a worker's error, wrapped by Ray Train
+            reason = transient_reason(err)
+            if reason is None or attempt >= r.max_retries:
+                why = "not retried: deterministic" if reason is None else f"gave up after {attempt} retries"
+                raise TrialFailed(f"{one_line(err)} ({why})") from err
+            attempt += 1
+            if trial_dir:
+                record_retry(trial_dir, attempt, reason, one_line(err))
+
+
+class TrialFailed(RuntimeError):
+    """A trial's training failed for good: its one-line reason and whether it was retried."""

@@ -75,6 +75,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print(f"results:     {outcome.results_path}")
     print(f"tensorboard: tensorboard --logdir {outcome.experiment_dir}")
     print(f"predictions: {outcome.experiment_dir / 'predictions'}")
+    for note in outcome.notes:
+        print(note)
     if outcome.errors:
         print(f"{len(outcome.errors)} trial(s) failed:", file=sys.stderr)
         for path, err in outcome.errors.items():

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from tuner.gpu_sharing import resolve_gpu_sharing
 from tuner.spec import SweepSpec
 
 CACHE_DIRNAME = "teacher_cache"
@@ -35,6 +36,7 @@ class SweepOutcome:
     results_path: Path
     table_markdown: str
     errors: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------- Ray
@@ -93,7 +95,9 @@ def build_caches(spec: SweepSpec, cache_root: Path, out: TextIO) -> dict[str, st
     base = TrialConfig(model=spec.model, data=spec.data, teacher=spec.teacher, train=spec.train)
     paths: dict[str, str] = {}
     pending = {}
-    remote = ray.remote(build_cache)
+    # max_calls=1: the worker process exits after its build, so the teacher's GPU memory goes back
+    # to the trials (an idle cache worker once held 53.6 GB of an H200 for a whole sweep).
+    remote = ray.remote(max_calls=1)(build_cache)
     for mode in spec.teacher_modes():
         target = cache_dir(base, cache_root, mode)
         paths[mode] = str(target)
@@ -106,8 +110,18 @@ def build_caches(spec: SweepSpec, cache_root: Path, out: TextIO) -> dict[str, st
     t0 = time.perf_counter()
     for mode, ref in pending.items():
         ray.get(ref)
-        print(f"teacher cache [{mode}] ready ({time.perf_counter() - t0:.0f}s)", file=out)
+        print(f"teacher cache [{mode}] ready ({time.perf_counter() - t0:.0f}s){_build_rate(paths[mode])}", file=out)
     return paths
+
+
+def _build_rate(directory: str) -> str:
+    """', N teacher tok/s on DEVICE' from a finished cache's build statistics ('' when absent)."""
+    meta = Path(directory) / "manifest.json"
+    try:
+        stats = json.loads(meta.read_text()).get("stats", {})
+        return f", {stats['teacher_tokens'] / stats['seconds']:,.0f} teacher tok/s on {stats['device']}"
+    except (OSError, KeyError, ValueError, ZeroDivisionError):
+        return ""
 
 
 # --------------------------------------------------------------------------- Tune
@@ -153,6 +167,7 @@ def _progress_callback(out: TextIO) -> Any:
             ce, kd = result.get("train/ce"), result.get("train/kd")
             losses = f" ce {ce:.3f} kd {kd:.3f}" if ce is not None and kd is not None else ""
             test = f" test avg {result['test/avg']:.1f}" if "test/avg" in result else ""
+            test += f" mem {result['mem/peak_gb']:.1f} GB" if "mem/peak_gb" in result else ""
             print(f"[{time.perf_counter() - self.t0:6.0f}s] {self._label(trial):<20} step {result.get('step', 0):>5}"
                   f"  dev avg {result.get('avg', float('nan')):5.1f}{losses}{test}", file=out, flush=True)
 
@@ -160,7 +175,11 @@ def _progress_callback(out: TextIO) -> Any:
             print(f"[{time.perf_counter() - self.t0:6.0f}s] {self._label(trial):<20} done", file=out, flush=True)
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-            print(f"[{time.perf_counter() - self.t0:6.0f}s] {self._label(trial):<20} FAILED (see {trial.local_path})",
+            try:
+                reason = _one_line(Path(trial.error_file).read_text())
+            except (OSError, TypeError):
+                reason = f"see {trial.local_path}"
+            print(f"[{time.perf_counter() - self.t0:6.0f}s] {self._label(trial):<20} FAILED: {reason}",
                   file=out, flush=True)
 
     return Progress()
@@ -246,6 +265,7 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     check_sources(TrialConfig(model=spec.model, data=spec.data, eval=spec.eval))  # ... or the data
 
     cache_root = Path(spec.teacher.cache_dir).expanduser() if spec.teacher.cache_dir else storage / CACHE_DIRNAME
+    spec = resolve_gpu_sharing(spec, out)
     cache_paths = build_caches(spec, cache_root, out)
     trials = spec.trial_configs(str(experiment_dir), cache_paths)
     concurrent = max_concurrent(spec, ray.cluster_resources())
@@ -260,7 +280,8 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     pgs_before = _job_placement_groups()
     grid = tuner.fit()
     _release_placement_groups(pgs_before)
-    errors = {r.path: _one_line(r.error) for r in grid if r.error is not None}
+    errors = {_result_label(r): _one_line(r.error) for r in grid if r.error is not None}
+    notes = _trial_notes(grid)
 
     results_path = write_results(experiment_dir)
     _write_skipped(spec, experiment_dir)
@@ -274,7 +295,7 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     stopped = _stopped_early(results)
     if stopped:
         table += "\n\nStopped early by the scheduler (no test evaluation): " + "; ".join(stopped)
-    return SweepOutcome(experiment_dir, results_path, table, errors)
+    return SweepOutcome(experiment_dir, results_path, table, errors, notes)
 
 
 def _job_placement_groups() -> set[str]:
@@ -333,6 +354,33 @@ def _write_skipped(spec: SweepSpec, experiment_dir: Path) -> None:
     (experiment_dir / "skipped_pairs.json").write_text(json.dumps(skipped, indent=1, ensure_ascii=False))
 
 
-def _one_line(err: BaseException) -> str:
+def _result_label(result: Any) -> str:
+    """A Tune result's variant label (its trial id when the config has none)."""
+    from search_spaces.spaces import resolved_trial
+
+    label = resolved_trial(result.config or {}).get("variant", {}).get("label")
+    return label or Path(result.path).name
+
+
+def _trial_notes(grid: Any) -> list[str]:
+    """One line per trial on its peak memory, and one per retry with its reason."""
+    from trainables.failures import read_retries
+
+    peaks, retries = [], []
+    for r in grid:
+        label, last = _result_label(r), r.metrics or {}
+        if "mem/peak_gb" in last:
+            peaks.append(f"{label} {last['mem/peak_gb']:.1f} GB")
+        for row in read_retries(r.path) if r.path else []:
+            retries.append(f"retried {label} (attempt {row['attempt']}: {row['reason']} — {row['error']})")
+    return (["peak GPU memory per trial: " + ", ".join(peaks)] if peaks else []) + retries
+
+
+def _one_line(err: BaseException | str) -> str:
+    """The reason a trial failed, in one line: the trial's own TrialFailed line when there is one."""
     text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[-1] if text else ''}"
+    mine = [ln.strip() for ln in text if "TrialFailed:" in ln]
+    if mine:
+        return mine[-1].split("TrialFailed:", 1)[1].strip()
+    name = type(err).__name__ if isinstance(err, BaseException) else "error"
+    return f"{name}: {text[-1] if text else ''}"

@@ -125,34 +125,40 @@ def test_score_mode_in_evaluate_reports_the_argmax(tiny_model, tiny_tokenizer):
 
 
 def test_generation_honours_each_tasks_max_new_tokens(tiny_model, tiny_tokenizer, monkeypatch):
+    import trainables.generation as generation
+
     budgets = {"nli": 1, "pa": 2, "qa": 3, "ner": 5, "pos": 7}
     cfg = config(eval_langs=["en", "hi"])
     cfg.eval.max_new_tokens = budgets
     cfg.eval.batch_size = 3
+    cfg.eval.stop_strings = []
     items = eval_items(cfg, tiny_tokenizer, "test", 2, fewshot=False)
     seen: list[tuple[int, int]] = []
-    real = tiny_model.generate
+    real = generation._decode_batch
 
-    def spy(*args, **kwargs):
-        out = real(*args, **kwargs)
-        seen.append((kwargs["max_new_tokens"], out.shape[1] - kwargs["input_ids"].shape[1]))
-        return out
+    def spy(lm, prompts, max_new_tokens, *args):
+        out, lengths, steps = real(lm, prompts, max_new_tokens, *args)
+        seen.append((max_new_tokens, out.shape[1]))
+        return out, lengths, steps
 
-    monkeypatch.setattr(tiny_model, "generate", spy)
-    evaluate(tiny_model, tiny_tokenizer, items, cfg, CPU)
+    monkeypatch.setattr(generation, "_decode_batch", spy)
+    metrics, _ = evaluate(tiny_model, tiny_tokenizer, items, cfg, CPU)
     # 4 prompts per task in batches of 3 → 2 calls per task, in task order.
     assert [n for n, _ in seen] == [budgets[t] for t in TASKS for _ in range(2)]
     assert all(0 < new <= n for n, new in seen)
+    assert metrics["gen/examples"] == len(items) and metrics["gen/batches"] == 2 * len(TASKS)
+    assert 0 < metrics["gen/tokens"] <= sum(4 * budgets[t] for t in TASKS)
 
 
 def test_batched_generation_equals_one_at_a_time(tiny_model, tiny_tokenizer):
-    from trainables.evaluate import generate
+    from trainables.generation import greedy_generate
 
     cfg = config(tasks=["qa"], eval_langs=["en", "zh", "hi"])
     prompts = [it.prompt_ids for it in eval_items(cfg, tiny_tokenizer, "test", 2, fewshot=False)]
     assert len({len(p) for p in prompts}) > 1  # left padding is exercised
-    assert generate(tiny_model, tiny_tokenizer, prompts, 6, 16, CPU) == generate(tiny_model, tiny_tokenizer, prompts,
-                                                                                   6, 1, CPU)
+    batched, stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 6, CPU, 2**30, 16)
+    single, single_stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 6, CPU, 2**30, 1)
+    assert batched == single and stats.batches == 1 and single_stats.batches == len(prompts)
 
 
 # =========================================================================== predictions, skipped pairs
@@ -227,6 +233,8 @@ def test_data_parallel_ranks_share_decoding_and_rank0_scores_everything(tiny_mod
     cfg = config(eval_langs=["en", "zh", "de"])
     items = eval_items(cfg, tiny_tokenizer, "test", 3, False)
     metrics, rows = evaluate(tiny_model, tiny_tokenizer, items, cfg, CPU)
-    assert got[0]["metrics"] == metrics
+    per_rank = {"gen/seconds", "gen/batches"}  # wall time and batching differ; counts and scores must not
+    assert {k: v for k, v in got[0]["metrics"].items() if k not in per_rank} == \
+        {k: v for k, v in metrics.items() if k not in per_rank}
     assert got[0]["rows"] == rows
     assert {k.split("/")[0] for k in metrics if k.count("/") == 2} == set(TASKS)

@@ -56,14 +56,32 @@ def cache_dir(cfg: TrialConfig, root: str | Path, mode: str) -> Path:
     return Path(root) / f"{mode}-{fingerprint(cache_key(cfg, mode))}"
 
 
+_STAT_NAMES = ("ids", "lp", "tail", "lse", "gold", "gold_lp", "ent")
+
+
 @torch.no_grad()
 def teacher_rows(
     span_lm: AnswerSpanLM, encodings: Sequence[Encoded], pad_id: int, top_k: int, batch_size: int,
     device: torch.device, alignment: str = "causal",
 ) -> list[TokenRows]:
-    """Top-K statistics of the teacher at each example's answer tokens (batched by length)."""
+    """Top-K statistics of the teacher at each example's answer tokens (batched by length).
+
+    Pipelined: a batch's statistics are copied to pinned host memory without blocking, and the
+    host slices them into rows while the GPU already runs the next batch."""
     order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].input_ids))
     out: list[TokenRows | None] = [None] * len(encodings)
+    pending: tuple[list[int], dict[str, torch.Tensor], Any] | None = None
+
+    def unpack(idx: list[int], host: dict[str, torch.Tensor], ready: Any) -> None:
+        if ready is not None:
+            ready.synchronize()
+        cpu = {n: t.numpy() for n, t in host.items()}
+        bounds = np.concatenate([[0], np.cumsum([encodings[i].answer_len for i in idx])])
+        for j, i in enumerate(idx):
+            s, e = bounds[j], bounds[j + 1]
+            out[i] = TokenRows(cpu["ids"][s:e], cpu["lp"][s:e], cpu["tail"][s:e], cpu["lse"][s:e],
+                               cpu["gold"][s:e], cpu["gold_lp"][s:e], cpu["ent"][s:e])
+
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         batch = collate([encodings[i] for i in idx], pad_id, "right", alignment).to(device)
@@ -76,15 +94,18 @@ def teacher_rows(
         tail = torch.logsumexp(logp.scatter(-1, top_ids, float("-inf")), dim=-1)
         entropy = -(logp.exp() * logp).sum(-1)
         gold_lp = logp.gather(-1, batch.targets[:, None]).squeeze(-1)
-        cpu = {n: t.cpu().numpy() for n, t in dict(
-            ids=top_ids.int(), lp=top_lp.half(), tail=tail, lse=lse, gold=batch.targets.int(),
-            gold_lp=gold_lp, ent=entropy).items()}
-        bounds = np.concatenate([[0], np.cumsum([encodings[i].answer_len for i in idx])])
-        for j, i in enumerate(idx):
-            s, e = bounds[j], bounds[j + 1]
-            out[i] = TokenRows(cpu["ids"][s:e], cpu["lp"][s:e], cpu["tail"][s:e].astype(np.float32),
-                               cpu["lse"][s:e].astype(np.float32), cpu["gold"][s:e],
-                               cpu["gold_lp"][s:e].astype(np.float32), cpu["ent"][s:e].astype(np.float32))
+        stats = (top_ids.int(), top_lp.half(), tail, lse, batch.targets.int(), gold_lp, entropy)
+        cuda = device.type == "cuda"
+        # non_blocking device→host copies land in pinned memory; `ready` marks their end.
+        host = {n: t.to("cpu", non_blocking=cuda) for n, t in zip(_STAT_NAMES, stats)}
+        ready = torch.cuda.Event() if cuda else None
+        if ready is not None:
+            ready.record()
+        if pending is not None:
+            unpack(*pending)  # the previous batch, while this one runs on the GPU
+        pending = (idx, host, ready)
+    if pending is not None:
+        unpack(*pending)
     return [r for r in out if r is not None]
 
 

@@ -1,0 +1,376 @@
+"""The product's own path at the study's shape: `python -m tuner sweep seed-multitask` on a
+Llama-3.2-3B-shaped model with random bf16 weights, timed phase by phase.
+
+    python bench/study_gpu.py --data /tmp/xs/xtreme-sample --out $OUT          # on the GPU machine
+    python bench/study_gpu.py --shape tiny --data ../shared/data/xtreme-sample --out /tmp/s \\
+        --steps 4 --eval-every 2 --dev 2 --test 2 --train-per-task 20            # logic check on a CPU
+
+It (1) trains a byte-level BPE tokenizer with Llama-3's vocabulary size (128,256) on the XTREME
+sample's text, so sequence lengths are realistic (the tiny default's 2,048-token tokenizer cuts
+real text into far more tokens), (2) saves a random-weight model of the chosen shape beside it,
+(3) runs the sweep through the CLI in a subprocess, as a user would, from an empty cache, sampling
+GPU utilisation and memory with nvidia-smi, and (4) reads what the product itself reported —
+teacher-cache build statistics, each trial's reports (training tokens and seconds, generation
+counts and seconds, peak memory) — into `study.json` and `study.txt`, with the projected wall
+time of the study at full size from the measured rates.
+
+Random weights generate to every task's token budget (no EOS, rarely a newline): evaluation here
+is the worst case. The XTREME sample has no English train split for every task, so training reads
+the dev split (data.train_split=dev) and evaluation too (eval.test_split=dev): a speed benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+#: bf16 dense matrix-product rate measured on the H200 (bench/gpu_speed.py, section peak).
+H200_BF16_PEAK = 790e12
+SHAPES: dict[str, dict[str, Any]] = {
+    "llama-3.2-3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
+                         num_key_value_heads=8, tie_word_embeddings=True, rope_theta=500000.0,
+                         max_position_embeddings=8192),
+    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=4096),
+}
+VOCAB = 128_256
+SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"]
+#: The study at full size (the seed study's protocol), for the projection.
+FULL = dict(steps=1000, train_per_task=5000, dev_per_pair=50, eval_every=100, test_per_pair=500, variants=7)
+
+
+# --------------------------------------------------------------------------- tokenizer and model
+
+
+def sample_texts(data_dir: Path) -> list[str]:
+    """Every text field of the XTREME sample's files, read through the product's loaders."""
+    from trainables.config import DataConfig
+    from trainables.data import load_records
+    from trainables.tasks.schema import LANGS, TASKS
+
+    cfg = DataConfig(source=f"local:{data_dir}")
+    texts: list[str] = []
+    for task in TASKS:
+        for lang in LANGS:
+            for split in ("train", "dev", "test"):
+                try:
+                    records = load_records(cfg, task, lang, split)
+                except Exception:  # a split the sample lacks
+                    continue
+                for r in records:
+                    for key in ("premise", "hypothesis", "sentence1", "sentence2", "context", "question"):
+                        if key in r:
+                            texts.append(str(r[key]))
+                    if "tokens" in r:
+                        texts.append(" ".join(r["tokens"]))
+    return texts
+
+
+def train_tokenizer(data_dir: Path, out: Path) -> Any:
+    """A byte-level BPE of VOCAB tokens (specials included) trained on the sample, saved to `out`."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=SPECIALS, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    texts = sample_texts(data_dir)
+    tok.train_from_iterator(texts, trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIALS[0], eos_token=SPECIALS[1],
+                                   pad_token=SPECIALS[2])
+    fast.save_pretrained(out)
+    return fast
+
+
+def build_model(shape: str, tokenizer: Any, out: Path) -> int:
+    """Save a random-weight Llama of this shape (bf16 on a GPU) to `out`; returns its parameter count."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    cfg = LlamaConfig(vocab_size=VOCAB, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                      pad_token_id=tokenizer.pad_token_id, **SHAPES[shape])
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = torch.bfloat16 if device == "cuda" else torch.float32
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(out)
+    n = sum(p.numel() for p in model.parameters())
+    del model
+    return n
+
+
+# --------------------------------------------------------------------------- GPU sampling
+
+
+class GpuSampler(threading.Thread):
+    """Samples GPU utilisation (%) and memory used (MiB) every `period` s with nvidia-smi."""
+
+    def __init__(self, period: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.period, self.samples, self.stop = period, [], threading.Event()
+
+    def run(self) -> None:
+        """Sample until stopped (nothing when nvidia-smi is absent)."""
+        while not self.stop.is_set():
+            try:
+                line = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu,memory.used",
+                                       "--format=csv,noheader,nounits"], capture_output=True, text=True,
+                                      timeout=5).stdout.strip().splitlines()[0]
+                util, mem = (float(x) for x in line.split(","))
+                self.samples.append((time.time(), util, mem))
+            except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+                return
+            time.sleep(self.period)
+
+
+# --------------------------------------------------------------------------- reading what the product reported
+
+
+def trial_reports(experiment_dir: Path) -> dict[str, list[dict[str, Any]]]:
+    """Each trial's reports (Tune's result.json lines), by variant label."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for trial in sorted(experiment_dir.glob("trial_*")):
+        rows = [json.loads(ln) for ln in (trial / "result.json").read_text().splitlines() if ln.strip()] \
+            if (trial / "result.json").is_file() else []
+        params = json.loads((trial / "params.json").read_text()) if (trial / "params.json").is_file() else {}
+        label = params.get("trial", {}).get("variant", {}).get("label", trial.name)
+        out[label] = rows
+    return out
+
+
+def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """A trial's figures from its own reports: start-up, training rate, evaluation rates, memory."""
+    if not rows:
+        return {"status": "no report"}
+    train_tokens = sum(r.get("train/tokens_seen", 0) for r in rows[:1]) + sum(
+        b.get("train/tokens_seen", 0) - a.get("train/tokens_seen", 0) for a, b in zip(rows, rows[1:]))
+    train_s = sum(r.get("time/train_s", 0.0) for r in rows)
+    eval_s = sum(r.get("time/eval_s", 0.0) for r in rows)
+    gen_tokens = sum(r.get("gen/tokens", 0) + r.get("test/gen/tokens", 0) for r in rows)
+    gen_examples = sum(r.get("gen/examples", 0) + r.get("test/gen/examples", 0) for r in rows)
+    gen_s = sum(r.get("gen/seconds", 0.0) + r.get("test/gen/seconds", 0.0) for r in rows)
+    first = rows[0]
+    startup = first.get("time_total_s", 0.0) - first.get("time/train_s", 0.0) - first.get("time/eval_s", 0.0)
+    steps = rows[-1].get("step", 0)
+    return {
+        "status": "finished" if rows[-1].get("final") else f"stopped at step {steps}",
+        "steps": steps,
+        "wall_s": rows[-1].get("time_total_s", 0.0),
+        "startup_s": round(startup, 1),
+        "train_s": round(train_s, 1),
+        "train_tokens": int(train_tokens),
+        "train_tok_per_s": round(train_tokens / train_s) if train_s else None,
+        "step_s": round(train_s / steps, 4) if steps and train_s else None,
+        "eval_s": round(eval_s, 1),
+        "gen_tokens": int(gen_tokens),
+        "gen_examples": int(gen_examples),
+        "gen_tok_per_s": round(gen_tokens / gen_s) if gen_s else None,
+        "gen_examples_per_s": round(gen_examples / gen_s, 1) if gen_s else None,
+        "peak_gpu_gb": max((r.get("mem/peak_gb", 0.0) for r in rows), default=None),
+        "test_avg": rows[-1].get("test/avg"),
+    }
+
+
+def cache_figures(cache_root: Path, n_params: int) -> list[dict[str, Any]]:
+    """Each teacher cache's build statistics as the product wrote them, with its share of the peak."""
+    out = []
+    for meta in sorted(cache_root.glob("*/manifest.json")):
+        stats = json.loads(meta.read_text()).get("stats", {})
+        if not stats.get("seconds"):
+            continue
+        rate = stats["teacher_tokens"] / stats["seconds"]
+        out.append({"cache": meta.parent.name, "seconds": round(stats["seconds"], 1),
+                    "teacher_tokens": stats["teacher_tokens"], "answer_tokens": stats["answer_tokens"],
+                    "teacher_tok_per_s": round(rate), "pct_of_bf16_peak": round(100 * 2 * n_params * rate
+                                                                                  / H200_BF16_PEAK, 1)})
+    return out
+
+
+def lengths(model_dir: Path, data_dir: Path, train_per_task: int) -> dict[str, float]:
+    """Mean student prompt, answer and few-shot teacher lengths (tokens) of the training set."""
+    from trainables.config import TrialConfig
+    from trainables.data import teacher_encoding, training_pools, training_set
+    from trainables.models import load_tokenizer
+
+    cfg = TrialConfig.model_validate({"model": {"name": str(model_dir)},
+                                      "data": {"source": f"local:{data_dir}", "train_split": "dev",
+                                               "max_train_per_task": train_per_task}})
+    tok = load_tokenizer(cfg.model)
+    pools = training_pools(cfg)
+    examples = training_set(cfg, tok, pools)
+    teacher = [len(teacher_encoding(cfg, tok, e, pools[e.task], True).input_ids) for e in examples[::10]]
+    return {"student_prompt": round(statistics.mean(e.student.answer_start for e in examples), 1),
+            "answer": round(statistics.mean(e.student.answer_len for e in examples), 1),
+            "teacher_fewshot": round(statistics.mean(teacher), 1), "examples": len(examples)}
+
+
+def projection(trials: dict[str, dict[str, Any]], caches: list[dict[str, Any]], args: argparse.Namespace,
+               concurrency: int, pairs: int) -> dict[str, Any]:
+    """The study at full size (FULL) from this run's measured rates."""
+    ran = [t for t in trials.values() if t.get("step_s")]
+    step_s = statistics.mean(t["step_s"] for t in ran) if ran else 0.0
+    ex_rate = [t["gen_examples_per_s"] for t in trials.values() if t.get("gen_examples_per_s")]
+    ex_per_s = statistics.mean(ex_rate) if ex_rate else 0.0
+    startup = statistics.mean(t["startup_s"] for t in trials.values() if "startup_s" in t) if trials else 0.0
+    cache_s = sum(c["seconds"] for c in caches) * FULL["train_per_task"] / args.train_per_task
+    training_variants = len(ran) or 5
+    evals = FULL["steps"] // FULL["eval_every"]
+    eval_examples = pairs * (evals * FULL["dev_per_pair"] + FULL["test_per_pair"])
+    eval_only = FULL["variants"] - training_variants
+    trial_s = (training_variants * (startup + FULL["steps"] * step_s + eval_examples / max(ex_per_s, 1e-9))
+               + eval_only * (startup + pairs * (FULL["dev_per_pair"] + FULL["test_per_pair"]) / max(ex_per_s, 1e-9)))
+    wall = cache_s + trial_s / max(1, concurrency)
+    return {"assumes": FULL | {"trials_at_once": concurrency, "pairs": pairs}, "cache_s": round(cache_s),
+            "trials_s_total": round(trial_s), "wall_s": round(wall), "wall_min": round(wall / 60, 1),
+            "rates": {"step_s": step_s, "eval_examples_per_s": ex_per_s, "startup_s": startup}}
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", type=Path, required=True, help="the XTREME sample folder")
+    p.add_argument("--out", type=Path, required=True, help="folder for study.json and study.txt")
+    p.add_argument("--work", type=Path, default=Path("/tmp/lamtune-study"))
+    p.add_argument("--shape", choices=sorted(SHAPES), default="llama-3.2-3b")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--eval-every", type=int, default=100)
+    p.add_argument("--dev", type=int, default=20, help="dev examples per (task, language)")
+    p.add_argument("--test", type=int, default=100, help="test examples per (task, language)")
+    p.add_argument("--train-per-task", type=int, default=1000)
+    p.add_argument("--timeout", type=float, default=520, help="seconds before the sweep is stopped")
+    p.add_argument("--set", dest="extra", action="append", default=[], help="more --set overrides for the sweep")
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    model_dir, storage = args.work / f"model-{args.shape}", args.work / "sweeps"
+    if storage.exists():
+        import shutil
+
+        shutil.rmtree(storage)  # from an empty cache, every time
+    t0 = time.perf_counter()
+    if not (model_dir / "config.json").is_file():
+        tok = train_tokenizer(args.data, model_dir)
+        t_tok = time.perf_counter() - t0
+        n_params = build_model(args.shape, tok, model_dir)
+    else:
+        from transformers import AutoConfig
+
+        from trainables.memory_plan import parameter_count
+
+        t_tok, n_params = 0.0, parameter_count(AutoConfig.from_pretrained(model_dir))
+    t_setup = time.perf_counter() - t0
+    print(f"model {args.shape}: {n_params / 1e9:.2f} B parameters, tokenizer {t_tok:.0f}s, set-up {t_setup:.0f}s",
+          flush=True)
+
+    use_gpu = "true" if args.shape != "tiny" else "false"
+    sets = [f"model.name={model_dir}", f"data.source=local:{args.data}", "data.train_split=dev",
+            "eval.test_split=dev", f"data.max_train_per_task={args.train_per_task}", f"resources.use_gpu={use_gpu}",
+            f"teacher.use_gpu={use_gpu}", f"train.steps={args.steps}", f"train.eval_every={args.eval_every}",
+            f"eval.dev_per_pair={args.dev}", f"eval.test_per_pair={args.test}", *args.extra]
+    cmd = [sys.executable, "-m", "tuner", "sweep", "seed-multitask", "--storage", str(storage), "--name", "study"]
+    for s in sets:
+        cmd += ["--set", s]
+    print("$ " + " ".join(cmd), flush=True)
+    sampler = GpuSampler()
+    sampler.start()
+    t_sweep = time.perf_counter()
+    log = (args.out / "sweep.log").open("w")
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=REPO)
+    timer = threading.Timer(args.timeout, proc.kill)
+    timer.start()
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        log.write(line)
+        log.flush()
+        print(line, end="", flush=True)
+    rc = proc.wait()
+    timer.cancel()
+    wall = time.perf_counter() - t_sweep
+    sampler.stop.set()
+
+    experiment = storage / "study"
+    trials = {label: summarise_trial(rows) for label, rows in trial_reports(experiment).items()}
+    caches = cache_figures(storage / "teacher_cache", n_params)
+    util = [u for _, u, _ in sampler.samples]
+    mem = [m for _, _, m in sampler.samples]
+    concurrency = _concurrency(args.out / "sweep.log")
+    from trainables.config import TrialConfig
+    from trainables.data import available_langs
+
+    data_cfg = TrialConfig.model_validate({"data": {"source": f"local:{args.data}"}}).data
+    pairs = sum(len(available_langs(data_cfg, t)) for t in data_cfg.tasks)
+    train_rates = [t["train_tok_per_s"] for t in trials.values() if t.get("train_tok_per_s")]
+    gen_tok = sum(t.get("gen_tokens", 0) for t in trials.values())
+    gen_s = sum(t.get("gen_tokens", 0) / t["gen_tok_per_s"] for t in trials.values() if t.get("gen_tok_per_s"))
+    result = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv), "sweep_command": " ".join(cmd),
+        "shape": args.shape, "parameters": n_params, "sweep_rc": rc, "sweep_wall_s": round(wall, 1),
+        "setup_s": round(t_setup, 1), "trials_at_once": concurrency,
+        "gpu_util_mean_pct": round(statistics.mean(util), 1) if util else None,
+        "gpu_mem_max_mib": max(mem) if mem else None, "gpu_samples": len(util),
+        "caches": caches, "trials": trials, "lengths": lengths(model_dir, args.data, args.train_per_task),
+        "train_tok_per_s_per_trial": train_rates,
+        # Summed over the trials that train at the same time: each trial's own rate × trials at once.
+        "train_tok_per_s_sharing_gpu": round(statistics.mean(train_rates) * concurrency) if train_rates else None,
+        "gen_tok_per_s": round(gen_tok / gen_s) if gen_s else None,
+    }
+    result["projection_full_study"] = projection(trials, caches, args, concurrency, pairs)
+    (args.out / "study.json").write_text(json.dumps(result, indent=1))
+    table = render(result)
+    (args.out / "study.txt").write_text(table)
+    print(table)
+    return 0 if rc == 0 else 1
+
+
+def _concurrency(log: Path) -> int:
+    """Trials the sweep ran at once, as it printed ('up to N at a time')."""
+    import re
+
+    m = re.search(r"up to (\d+) at a time", log.read_text()) if log.is_file() else None
+    return int(m[1]) if m else 1
+
+
+def render(r: dict[str, Any]) -> str:
+    """The study's figures as a plain-text table."""
+    lines = [f"study benchmark {r['date']} — {r['shape']} ({r['parameters'] / 1e9:.2f} B), sweep rc {r['sweep_rc']}",
+             f"sweep wall {r['sweep_wall_s']:.0f}s (model set-up {r['setup_s']:.0f}s before it), "
+             f"{r['trials_at_once']} trials at a time, GPU util mean {r['gpu_util_mean_pct']}%, "
+             f"GPU memory max {r['gpu_mem_max_mib']} MiB",
+             f"mean lengths (tokens): {r['lengths']}", ""]
+    for c in r["caches"]:
+        lines.append(f"cache {c['cache']}: {c['seconds']}s, {c['teacher_tok_per_s']:,} teacher tok/s "
+                     f"({c['pct_of_bf16_peak']}% of bf16 peak), {c['answer_tokens']:,} answer tokens")
+    lines += ["", f"{'trial':<22} {'status':<18} {'start s':>7} {'train tok/s':>11} {'step s':>7} {'eval s':>7} "
+              f"{'gen tok/s':>9} {'ex/s':>6} {'peak GB':>7} {'wall s':>7}"]
+    for label, t in r["trials"].items():
+        lines.append(f"{label:<22} {t.get('status', ''):<18} {t.get('startup_s', 0):>7} "
+                     f"{t.get('train_tok_per_s') or '-':>11} {t.get('step_s') or '-':>7} {t.get('eval_s', 0):>7} "
+                     f"{t.get('gen_tok_per_s') or '-':>9} {t.get('gen_examples_per_s') or '-':>6} "
+                     f"{t.get('peak_gpu_gb') or '-':>7} {round(t.get('wall_s', 0)):>7}")
+    pj = r["projection_full_study"]
+    lines += ["", f"training tok/s summed over trials sharing the GPU: {r['train_tok_per_s_sharing_gpu']}",
+              f"evaluation generated tok/s (all trials' tokens / their generation seconds): {r['gen_tok_per_s']}",
+              f"projected full study ({pj['assumes']}): {pj['wall_min']} min "
+              f"(cache {pj['cache_s']}s + trials {pj['trials_s_total']}s / {pj['assumes']['trials_at_once']})"]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

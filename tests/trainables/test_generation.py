@@ -1,0 +1,116 @@
+"""Greedy decoding for evaluation: the same text as Hugging Face's `generate` when nothing stops it
+early, batches that end when every sequence has ended (EOS, or a stop string after content),
+and batch sizes that follow the memory budget."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from trainables.config import ModelConfig, TrialConfig
+from trainables.evaluate import eval_items
+from trainables.generation import batch_size_for, cut_at_stop, greedy_generate, kv_bytes_per_token
+from trainables.models import load_model
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tiny_dir):
+    torch.manual_seed(0)
+    return load_model(ModelConfig(name="tiny"), CPU, trainable=False)
+
+
+def prompts_of(tokenizer, tasks, n=3):
+    cfg = TrialConfig.model_validate({"data": {"tasks": tasks, "eval_langs": ["en", "hi", "zh"],
+                                               "synthetic_sizes": {"train": 20, "dev": 20, "test": 20}}})
+    return [it.prompt_ids for it in eval_items(cfg, tokenizer, "test", n, fewshot=False)]
+
+
+def test_text_equals_hugging_face_generate_one_prompt_at_a_time(tiny_model, tiny_tokenizer):
+    prompts = prompts_of(tiny_tokenizer, ["nli", "qa", "ner"])
+    ours, stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 12, CPU, 2**30, 64)
+    reference = []
+    for p in prompts:  # the old path: model.generate, no padding, decoded without special tokens
+        ids = torch.tensor([p])
+        gen = tiny_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
+                                  do_sample=False, pad_token_id=tiny_tokenizer.pad_token_id)
+        reference.append(tiny_tokenizer.decode(gen[0, len(p):], skip_special_tokens=True))
+    assert ours == reference
+    assert stats.sequences == len(prompts) and stats.batches == 1
+    assert stats.prompt_tokens == sum(map(len, prompts))
+
+
+def test_stop_strings_cut_the_same_text(tiny_model, tiny_tokenizer):
+    prompts = prompts_of(tiny_tokenizer, ["pos", "qa"])
+    free, _ = greedy_generate(tiny_model, tiny_tokenizer, prompts, 16, CPU, 2**30, 64)
+    stops = sorted({t.strip()[:1] for t in free if t.strip()})[:3]  # characters the model does emit
+    cut, _ = greedy_generate(tiny_model, tiny_tokenizer, prompts, 16, CPU, 2**30, 64, stops)
+    assert cut == [cut_at_stop(t, stops) for t in free]
+
+
+def test_cut_at_stop_ignores_leading_whitespace():
+    assert cut_at_stop("\n\n B-PER O\nSentence: x", ["\n"]) == "\n\n B-PER O"
+    assert cut_at_stop("yes", ["\n"]) == "yes"
+    assert cut_at_stop("a|b\nc", ["\n", "|"]) == "a"
+
+
+class ScriptedLM(nn.Module):
+    """A stand-in causal LM whose greedy token at step t of row r is script[r][t]."""
+
+    def __init__(self, script: list[list[int]], vocab: int, tokenizer) -> None:
+        super().__init__()
+        self.script, self.calls = script, 0
+        self.weight = nn.Parameter(torch.zeros(1))
+        self.config = type("Cfg", (), dict(vocab_size=vocab, num_hidden_layers=1, num_attention_heads=1,
+                                           num_key_value_heads=1, hidden_size=4, intermediate_size=4))()
+        self.generation_config = type("Gen", (), dict(eos_token_id=tokenizer.eos_token_id))()
+
+    def forward(self, input_ids, attention_mask, position_ids, use_cache, logits_to_keep, cache=None):
+        t, self.calls = self.calls, self.calls + 1
+        logits = torch.zeros(input_ids.shape[0], 1, self.config.vocab_size)
+        for r, row in enumerate(self.script):
+            logits[r, 0, row[min(t, len(row) - 1)]] = 1.0
+        return type("Out", (), {"logits": logits})()
+
+
+def test_batch_stops_when_every_sequence_has_ended(tiny_tokenizer):
+    tok = tiny_tokenizer
+    vocab = len(tok)
+    texts = tok.batch_decode([[i] for i in range(vocab)])
+    newline = next(i for i, t in enumerate(texts) if t == "\n")
+    word = next(i for i, t in enumerate(texts) if t.strip().isalpha() and len(t.strip()) > 2)
+    eos = tok.eos_token_id
+    script = [
+        [newline, word, word, newline, word],  # a leading newline does not end it; the one after content does
+        [word, eos, word],                      # EOS ends it
+        [word, word, word, word, word, eos],    # the longest: the batch runs until it ends
+    ]
+    lm = ScriptedLM(script, vocab, tok)
+    out, stats = greedy_generate(lm, tok, [[word]] * 3, 40, CPU, 2**30, 8, ["\n"])
+    w = texts[word]
+    assert out[0] == cut_at_stop("\n" + w + w + "\n", ["\n"]) == "\n" + w + w
+    assert out[1] == w
+    assert out[2] == w * 5
+    assert stats.generated_tokens == 4 + 2 + 6
+    # Ended at step 6, checked every SYNC_EVERY=4 steps: 8 forward calls, not 40.
+    assert lm.calls == 8 and stats.decode_steps == 8
+
+
+def test_batch_size_follows_the_memory_budget(tiny_model, tiny_tokenizer):
+    config = tiny_model.config
+    per_token = kv_bytes_per_token(config, torch.float32)
+    heads = config.num_key_value_heads or config.num_attention_heads
+    assert per_token == 2 * config.num_hidden_layers * heads * (config.hidden_size // config.num_attention_heads) * 4
+    one = batch_size_for(config, torch.float32, 100, 20, 10**12, 10**9) and \
+        batch_size_for(config, torch.float32, 100, 20, 10**6, 10**9)
+    assert batch_size_for(config, torch.float32, 100, 20, 10**12, 64) == 64   # the cap
+    assert one >= 1 and batch_size_for(config, torch.float32, 100, 20, 1, 64) == 1  # never 0
+    small = batch_size_for(config, torch.float32, 100, 20, 4 * 10**6, 10**9)
+    assert small == batch_size_for(config, torch.float32, 100, 20, 8 * 10**6, 10**9) // 2 or small >= 1
+    prompts = prompts_of(tiny_tokenizer, ["qa"], n=4)
+    budget = 3 * (per_token * (max(map(len, prompts)) + 8) + 10**4)
+    roomy, a = greedy_generate(tiny_model, tiny_tokenizer, prompts, 8, CPU, 2**30, 64)
+    tight, b = greedy_generate(tiny_model, tiny_tokenizer, prompts, 8, CPU, budget, 64)
+    assert roomy == tight and a.batches == 1 and b.batches > 1
