@@ -128,17 +128,28 @@ def suggest_family(trial: Any, family: str, ranges: dict[str, Sequence[float]] |
             trial.suggest_float(key, d.low, d.high, log=d.log)
 
 
+class DefineByRun:
+    """An Optuna define-by-run space: pick a family (conditional branch), then its parameters.
+
+    A class, not a closure: Tune pickles the searcher (with this space) at every experiment
+    checkpoint, and a local function cannot be pickled."""
+
+    def __init__(self, families: Sequence[str], ranges: dict[str, Sequence[float]] | None,
+                 constants: dict[str, Any]) -> None:
+        self.families, self.ranges, self.constants = list(families), ranges, constants
+
+    def __call__(self, trial: Any) -> dict[str, Any]:
+        """Suggest one point on `trial`; returns the constant part of the config."""
+        family = trial.suggest_categorical("sampled/policy", self.families)
+        suggest_family(trial, family, self.ranges)
+        return dict(self.constants)
+
+
 def define_by_run(families: Sequence[str], ranges: dict[str, Sequence[float]] | None,
                   constants: dict[str, Any]) -> Callable[[Any], dict[str, Any]]:
     """An Optuna define-by-run space: pick a family (conditional branch), then its parameters."""
     check_families(families, ranges)
-
-    def space(trial: Any) -> dict[str, Any]:
-        family = trial.suggest_categorical("sampled/policy", list(families))
-        suggest_family(trial, family, ranges)
-        return dict(constants)
-
-    return space
+    return DefineByRun(families, ranges, constants)
 
 
 # --------------------------------------------------------------------------- sample → policy

@@ -40,7 +40,7 @@ class Encoded:
 
 def encode(tokenizer: Any, prompt: str, answer: str, close_with_eos: bool) -> Encoded:
     """Token ids of prompt + answer (tokenised apart), with the answer span marked."""
-    prompt_ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    prompt_ids = encode_prompt(tokenizer, prompt)
     answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
     if close_with_eos:
         answer_ids = [*answer_ids, tokenizer.eos_token_id]
@@ -50,8 +50,14 @@ def encode(tokenizer: Any, prompt: str, answer: str, close_with_eos: bool) -> En
 
 
 def encode_prompt(tokenizer: Any, prompt: str) -> tuple[int, ...]:
-    """Token ids of a prompt alone, exactly as `encode` tokenises it (for generation)."""
-    return tuple(tokenizer(prompt, add_special_tokens=True)["input_ids"])
+    """Token ids of a prompt alone, exactly as `encode` tokenises it (for generation).
+
+    The tokenizer's special tokens are added unless the text already starts with its BOS: a chat
+    template such as Llama-3's writes `<|begin_of_text|>` itself, and its post-processor would
+    add a second one."""
+    bos = getattr(tokenizer, "bos_token", None)
+    written = bool(bos) and prompt.startswith(bos)
+    return tuple(tokenizer(prompt, add_special_tokens=not written)["input_ids"])
 
 
 def predicting_positions(answer_start: int, answer_len: int, alignment: str = "causal") -> range:

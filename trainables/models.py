@@ -4,14 +4,13 @@ answer-span forward that computes vocabulary logits only where a loss or metric 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -249,17 +248,6 @@ def causal_lm(model: nn.Module) -> nn.Module:
             model = model.get_base_model()
         else:
             return model
-
-
-@contextlib.contextmanager
-def adapters_disabled(model: nn.Module) -> Iterator[None]:
-    """Run the base model without its LoRA adapters (the teacher, with no second copy in memory)."""
-    peft = model.module if hasattr(model, "module") else model
-    if hasattr(peft, "disable_adapter"):
-        with peft.disable_adapter():
-            yield
-    else:
-        yield
 
 
 class AnswerSpanLM(nn.Module):

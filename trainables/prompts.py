@@ -14,8 +14,9 @@ from typing import Any, Sequence
 from trainables.tasks import get_task
 from trainables.tasks.schema import Record
 
-#: Bump when the rendered text of any prompt changes: it is part of the teacher-cache key.
-TEMPLATE_VERSION = "v1"
+#: Bump when the rendered text or the tokenisation of any prompt changes: it is part of the teacher-cache key.
+#: v2: no second BOS when the chat template writes one (Llama-3).
+TEMPLATE_VERSION = "v2"
 
 Message = dict[str, str]
 

@@ -61,3 +61,43 @@ class BaselinesFirst(Searcher):
             state = pickle.load(f)
         self.fixed, self.issued, self.fixed_ids = state["fixed"], state["issued"], state["fixed_ids"]
         self.inner.restore(checkpoint_path + ".inner")
+
+
+class SeededRandom(Searcher):
+    """Random search over a Tune space (tune.uniform, tune.choice, …) as a Searcher, so that it can
+    sit inside `BaselinesFirst`; one numpy RNG seeded once makes a sweep's draws reproducible.
+
+    Tune's `BasicVariantGenerator` is a SearchAlgorithm, not a Searcher (no metric/mode, no
+    suggest), so it cannot be wrapped."""
+
+    def __init__(self, space: dict[str, Any], seed: int, metric: str | None = None, mode: str | None = None) -> None:
+        import numpy as np
+
+        super().__init__(metric=metric, mode=mode)
+        self.space = space
+        self.rng = np.random.RandomState(seed)
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        """Take the metric and mode from the TuneConfig (the space is fixed at construction)."""
+        self._metric, self._mode = metric or self._metric, mode or self._mode
+        return True
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        """One config drawn from the space."""
+        from ray.tune.search.variant_generator import generate_variants
+
+        _, config = next(generate_variants(copy.deepcopy(self.space), random_state=self.rng))
+        return config
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """Random search learns nothing from results."""
+
+    def save(self, checkpoint_path: str) -> None:
+        """Persist the RNG state (for --resume)."""
+        with open(checkpoint_path, "wb") as f:
+            pickle.dump(self.rng.get_state(), f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        """Restore what `save` wrote."""
+        with open(checkpoint_path, "rb") as f:
+            self.rng.set_state(pickle.load(f))

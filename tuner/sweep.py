@@ -214,16 +214,13 @@ def _new_tuner(spec: SweepSpec, trainable: Any, trials: list, concurrent: int, s
             tune_config["search_alg"] = BaselinesFirst(inner, fixed)
             param_space = None
         else:  # random: Tune's own sampling of one family's space, seeded
-            from ray.tune.search import BasicVariantGenerator
-
             from search_spaces.spaces import tune_space
-            from tuner.searchers import BaselinesFirst
+            from tuner.searchers import BaselinesFirst, SeededRandom
 
             param_space = None
-            gen = BasicVariantGenerator(random_state=search.seed)
-            gen.set_search_properties(search.metric, search.mode,
-                                      {"trial": base.model_dump(), **tune_space(search.families[0], search.ranges)})
-            tune_config["search_alg"] = BaselinesFirst(gen, fixed)
+            inner = SeededRandom({"trial": base.model_dump(), **tune_space(search.families[0], search.ranges)},
+                                 seed=search.seed, metric=search.metric, mode=search.mode)
+            tune_config["search_alg"] = BaselinesFirst(inner, fixed)
         tune_config["num_samples"] = len(fixed) + search.num_samples
         print(f"searcher {search.searcher}: {len(fixed)} fixed trials, then {search.num_samples} sampled from "
               f"{', '.join(search.families)} (seed {search.seed})", file=out)

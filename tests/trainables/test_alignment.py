@@ -89,3 +89,32 @@ def test_teacher_drops_shots_to_fit(tiny_tokenizer):
     short = fewshot_encoding(tiny_tokenizer, "qa", pool[0], pool, 3, 42, 0, len(full.input_ids) - 1)
     assert len(short.input_ids) < len(full.input_ids)
     assert short.answer_ids == full.answer_ids
+
+
+#: A Llama-3-like template: it writes the BOS itself (as Llama-3's writes <|begin_of_text|>).
+BOS_TEMPLATE = "{{ bos_token }}" + CHAT_TEMPLATE
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_one_bos_when_the_chat_template_writes_it(tiny_tokenizer, task):
+    import copy
+
+    from trainables.alignment import encode_prompt
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.chat_template = BOS_TEMPLATE
+    bos = tok.bos_token_id
+    assert tok("x", add_special_tokens=True)["input_ids"][0] == bos  # the post-processor adds it too
+    students, teachers = _student_and_teacher(tok, task, n=3)
+    pool = synthetic.generate(task, "en", "train", 3)
+    prompts = [encode_prompt(tok, render(tok, task, r).prompt) for r in pool]
+    for enc in students + teachers:
+        assert enc.input_ids[0] == bos and enc.input_ids.count(bos) == 1, enc.input_ids[:4]
+        assert bos not in enc.answer_ids
+    for ids in prompts:
+        assert ids[0] == bos and ids.count(bos) == 1
+    # A template without a BOS still gets exactly one from the post-processor.
+    plain = copy.deepcopy(tiny_tokenizer)
+    plain.chat_template = CHAT_TEMPLATE
+    s, t = _student_and_teacher(plain, task, n=2)
+    assert all(e.input_ids[0] == bos and e.input_ids.count(bos) == 1 for e in s + t)
