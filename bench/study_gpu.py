@@ -306,6 +306,7 @@ def main() -> int:
     sampler.stop.set()
 
     experiment = storage / "study"
+    _archive(storage, args.out / "trials.tar.gz")
     trials = {label: summarise_trial(rows) for label, rows in trial_reports(experiment).items()}
     caches = cache_figures(storage / "teacher_cache", n_params)
     util = [u for _, u, _ in sampler.samples]
@@ -337,6 +338,17 @@ def main() -> int:
     (args.out / "study.txt").write_text(table)
     print(table)
     return 0 if rc == 0 else 1
+
+
+def _archive(storage: Path, target: Path) -> None:
+    """Each trial's own files (reports, params, errors, retries) and the cache manifests, for later reading."""
+    import tarfile
+
+    with tarfile.open(target, "w:gz") as tar:
+        for pattern in ("study/trial_*/result.json", "study/trial_*/params.json", "study/trial_*/error.txt",
+                        "study/trial_*/retries.json", "teacher_cache/*/manifest.json"):
+            for f in storage.glob(pattern):
+                tar.add(f, arcname=str(f.relative_to(storage)))
 
 
 def _concurrency(log: Path) -> int:
