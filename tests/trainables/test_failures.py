@@ -1,0 +1,117 @@
+"""Failures: transient ones (out of memory, a lost worker) are retried up to resources.max_retries
+with their reason recorded; deterministic ones (a non-finite loss, a bad config) fail at once."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from trainables.config import TrialConfig
+from trainables.failures import one_line, read_retries, transient_reason
+
+
+class WorkerGroupError(RuntimeError):
+    """Stands in for Ray Train's wrapper of a worker's exception."""
+
+
+def wrapped(inner: BaseException) -> BaseException:
+    try:
+        raise WorkerGroupError("Training failed due to worker errors") from inner
+    except WorkerGroupError as err:
+        return err
+
+
+@pytest.mark.parametrize("inner, reason", [
+    (RuntimeError("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"), "GPU out of memory"),
+    (RuntimeError("ray.exceptions.ActorDiedError: The actor died unexpectedly"), "a worker process died"),
+    (RuntimeError("Task was killed due to the node running low on memory (OOM)"), "killed by the out-of-memory killer"),
+])
+def test_transient_failures_are_recognised_through_wrappers(inner, reason):
+    assert transient_reason(wrapped(inner)) == reason
+
+
+@pytest.mark.parametrize("inner", [
+    FloatingPointError("non-finite loss at step 7"),
+    ValueError("data.tasks: unknown task 'xx'"),
+    RuntimeError("out of memory? no: CacheError: teacher cache answer tokens differ"),
+])
+def test_deterministic_failures_are_not_retried(inner):
+    assert transient_reason(wrapped(inner)) is None
+
+
+def test_one_line_names_the_cause():
+    err = wrapped(FloatingPointError("non-finite loss at step 7"))
+    assert one_line(err) == "FloatingPointError: non-finite loss at step 7"
+
+
+class FakeTrainer:
+    """A TorchTrainer stand-in whose fit() raises the scripted errors in turn, then succeeds."""
+
+    script: list[BaseException | None] = []
+    names: list[str] = []
+
+    def __init__(self, fn, train_loop_config, scaling_config, run_config):
+        FakeTrainer.names.append(run_config.name)
+
+    def fit(self):
+        err = FakeTrainer.script.pop(0)
+        if err is not None:
+            raise wrapped(err)
+
+
+@pytest.fixture
+def fake_ray(monkeypatch, tmp_path):
+    import ray.train
+    import ray.train.torch
+    import ray.tune
+
+    class Ctx:
+        def get_trial_id(self):
+            return "t1"
+
+        def get_trial_dir(self):
+            return str(tmp_path)
+
+    import ray.tune.integration.ray_train
+
+    monkeypatch.setattr(ray.train.torch, "TorchTrainer", FakeTrainer)
+    monkeypatch.setattr(ray.tune.integration.ray_train, "TuneReportCallback", lambda: None)
+    monkeypatch.setattr(ray.train, "RunConfig", lambda **kw: type("RunConfig", (), kw)())
+    monkeypatch.setattr(ray.tune, "get_context", lambda: Ctx())
+    FakeTrainer.names = []
+    return tmp_path
+
+
+def trial(max_retries: int) -> dict:
+    cfg = TrialConfig.model_validate({"resources": {"max_retries": max_retries}})
+    return {"trial": cfg.model_dump()}
+
+
+def test_transient_failure_is_retried_and_recorded(fake_ray):
+    from trainables.trainable import run_trial
+
+    FakeTrainer.script = [RuntimeError("CUDA out of memory"), None]
+    run_trial(trial(2))
+    assert FakeTrainer.names == ["train-t1", "train-t1-retry1"]
+    rows = read_retries(fake_ray)
+    assert [(r["attempt"], r["reason"]) for r in rows] == [(1, "GPU out of memory")]
+    assert json.loads((fake_ray / "retries.json").read_text())[0]["error"].endswith("CUDA out of memory")
+
+
+def test_retries_are_bounded(fake_ray):
+    from trainables.trainable import TrialFailed, run_trial
+
+    FakeTrainer.script = [RuntimeError("CUDA out of memory")] * 3
+    with pytest.raises(TrialFailed, match="gave up after 1 retries"):
+        run_trial(trial(1))
+    assert len(FakeTrainer.names) == 2
+
+
+def test_deterministic_failure_fails_once(fake_ray):
+    from trainables.trainable import TrialFailed, run_trial
+
+    FakeTrainer.script = [FloatingPointError("non-finite loss at step 3"), None]
+    with pytest.raises(TrialFailed, match="non-finite loss at step 3 .not retried: deterministic"):
+        run_trial(trial(5))
+    assert FakeTrainer.names == ["train-t1"] and read_retries(fake_ray) == []
