@@ -328,7 +328,7 @@ def _preset_variants() -> list[VariantConfig]:
 @pytest.mark.e2e
 @pytest.mark.parametrize("variant", _preset_variants(), ids=lambda v: v.label)
 def test_every_preset_policy_trains_and_reports_its_diagnostics(cache, variant):
-    from tuner.results import classify
+    from trainables.metric_keys import parse_key
 
     # Ten steps: meta's outer step (every 10) runs once, warm-up and schedules change λ.
     cfg = base_config(cache, steps=10, eval_every=5).model_copy(update={"variant": variant})
@@ -343,7 +343,7 @@ def test_every_preset_policy_trains_and_reports_its_diagnostics(cache, variant):
             assert 0.0 <= r[f"lambda/{t}/mean"] < math.inf
         assert all(math.isfinite(r[k]) for k in ("train/ce", "train/kd", "train/loss"))
     # Every diagnostic lands in results.parquet (it has a (split, task, lang, metric) row).
-    assert all(classify(k) is not None for k in final if k.startswith(("diag/", "lambda/", "train/")))
+    assert all(parse_key(k) is not None for k in final if k.startswith(("diag/", "lambda/", "train/")))
 
 
 # --------------------------------------------------- data parallel (2 CPU ranks, gloo) = 1 worker
