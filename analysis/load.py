@@ -1,8 +1,8 @@
 """Experiment directories (or results.parquet files) → one tidy dataframe; per-example predictions.
 
-`load` returns results.parquet's columns (see tuner.results) with an `experiment` column first.
+`load` returns results.parquet's columns (see analysis.collect) with an `experiment` column first.
 A Tune experiment without results.parquet, or whose trials reported after it was written, is
-collected afresh with tuner.results.collect (read-only: nothing is written).
+collected afresh with analysis.collect.collect (read-only: nothing is written).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Sequence, Union
 import pandas as pd
 
 from analysis.errors import AnalysisError
-from tuner.results import COLUMNS, RESULTS_FILE, collect, trial_dirs
+from analysis.collect import COLUMNS, RESULTS_FILE, collect, trial_dirs
 
 PathLike = Union[str, "os.PathLike[str]"]
 Paths = Union[PathLike, Sequence[PathLike]]

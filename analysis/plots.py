@@ -20,6 +20,7 @@ from matplotlib.ticker import NullFormatter
 
 from analysis import tables as tb
 from analysis.errors import AnalysisError
+from analysis.render import TASK_TITLES
 from trainables.tasks.schema import TASKS
 
 
@@ -59,7 +60,7 @@ def task_scores_by_seed(results: pd.DataFrame, split: str = "test") -> pd.DataFr
 
 
 def _title(task: str) -> str:
-    return tb.TASK_TITLES.get(task, task)
+    return TASK_TITLES.get(task, task)
 
 
 def lambda_sweep(results: pd.DataFrame, split: str = "test", baseline: str = "sft") -> Figure:

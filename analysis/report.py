@@ -22,7 +22,7 @@ from analysis.load import Paths, as_paths, experiment_dir, load, load_prediction
 from analysis.render import Table, render
 from analysis.stats import Bootstrap, bootstrap
 from analysis.study import study_tables
-from analysis.tables import TASK_TITLES
+from analysis.render import TASK_TITLES
 from trainables.tasks.schema import TASKS
 
 REPORT_FORMATS = ("md", "html")

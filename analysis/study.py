@@ -14,7 +14,7 @@ from __future__ import annotations
 import pandas as pd
 
 from analysis import tables as tb
-from analysis.render import Table
+from analysis.render import TASK_TITLES, Table
 from analysis.stats import Bootstrap, seed_std
 from trainables.tasks.schema import TASKS
 
@@ -80,7 +80,7 @@ def language_table(results: pd.DataFrame, task: str, boot: Bootstrap | None = No
     col = f"Δ vs {baseline}"
     cells = {(r, col): (r, baseline, task) for r in values.index if r != baseline}
     low, high = _intervals(values, boot, cells, level)
-    return Table(values, title=f"{tb.TASK_TITLES[task]} per language ({split})", note=_note(results, boot, level),
+    return Table(values, title=f"{TASK_TITLES[task]} per language ({split})", note=_note(results, boot, level),
                  std=_std(std, values), low=low, high=high, best="column",
                  best_columns=[c for c in values.columns if c != col])
 

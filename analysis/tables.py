@@ -21,9 +21,9 @@ import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisError
+from analysis.render import Table, render
 from trainables.tasks.schema import HEADLINE_METRIC, LANGS, TASKS
 
-TASK_TITLES = {"nli": "NLI (Acc)", "pa": "PA (Acc)", "qa": "QA (F1)", "ner": "NER (F1)", "pos": "POS (Acc)"}
 CONDITION_ORDER = ("base", "fewshot", "sft", "control", "distill")
 LABEL_COLUMNS = ["condition", "policy", "policy_params", "lam", "teacher_mode"]
 CE_COLUMNS = {"teacher_ce": "teacher CE (avg)", "student_first": "student CE (first)",
@@ -264,6 +264,4 @@ def ce_crossover(results: pd.DataFrame, agg: str = "mean") -> pd.DataFrame:
 
 def to_markdown(table: pd.DataFrame, digits: int = 1, bold_best: bool = True) -> str:
     """A markdown rendering; the best score of each row is bolded (Δ columns are signed)."""
-    from analysis.render import Table, render
-
     return render(Table(table, digits=digits, best="row" if bold_best else None), "md")

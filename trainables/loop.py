@@ -9,10 +9,12 @@ The common step is one forward and one backward of CE + λ·KD; λ policies that
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import random
 import time
 from collections import defaultdict
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -22,7 +24,8 @@ from trainables.alignment import Batch, collate, encode
 from trainables.config import TrialConfig, compile_enabled
 from trainables.data import TrainExample, available_langs, close_with_eos, load_records, subset, training_set
 from trainables.evaluate import eval_items, evaluate
-from trainables.losses import answer_ce, kd_per_token, weighted_token_mean
+from trainables.losses import LossParts, answer_ce, combine_losses, token_losses, weighted_token_mean
+from trainables.metric_keys import diag_key, lambda_key, on_test, train_key
 from trainables.models import AnswerSpanLM, compile_decoder_layers, load_model, load_tokenizer
 from trainables.policies import (
     ALL_TOKENS,
@@ -62,6 +65,10 @@ def lr_lambda(warmup: int, total: int):
     return f
 
 
+#: Step scalars averaged over tokens between reports (the others are averaged over steps).
+TOKEN_WEIGHTED = (train_key("ce"), train_key("kd"))
+
+
 class Diagnostics:
     """Running sums between two reports: losses, λ per task, teacher vs student CE, crossover step."""
 
@@ -78,6 +85,15 @@ class Diagnostics:
         self.sums[name] += value * weight
         self.counts[name] += weight
 
+    def record(self, step: int, scalars: dict[str, float], n_tokens: int) -> None:
+        """Accumulate one step's scalars by key and track each task's teacher/student crossover."""
+        for key, value in scalars.items():
+            self.add(key, value, n_tokens if key in TOKEN_WEIGHTED else 1.0)
+        for task in TASKS:
+            teacher_ce = scalars.get(diag_key(task, "teacher_ce"))
+            if teacher_ce is not None:
+                self.track_crossover(step, task, scalars[diag_key(task, "student_ce")], teacher_ce)
+
     def track_crossover(self, step: int, task: str, student_ce: float, teacher_ce: float) -> None:
         """Record the first step at which the student's smoothed CE falls below the teacher's."""
         a = self.ema
@@ -89,7 +105,7 @@ class Diagnostics:
     def flush(self) -> dict[str, float]:
         """Means since the last flush (and crossover steps so far); resets the sums."""
         out = {k: self.sums[k] / self.counts[k] for k in self.sums if self.counts[k] > 0}
-        out.update({f"diag/{t}/crossover_step": float(s) for t, s in self.crossover.items()})
+        out.update({diag_key(t, "crossover_step"): float(s) for t, s in self.crossover.items()})
         self.sums.clear()
         self.counts.clear()
         return out
@@ -198,6 +214,244 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     )
 
 
+# ------------------------------------------------------------------------------------ set-up
+
+
+@dataclass
+class TrainState:
+    """What one worker's trial holds between steps; built by `setup`, advanced by `train_step`.
+
+    For evaluation-only conditions (base, fewshot) only the fields above `examples` are set."""
+
+    cfg: TrialConfig
+    rank: int
+    world: int
+    device: torch.device
+    tokenizer: Any
+    model: torch.nn.Module  # the bare model (evaluation decodes with it)
+    dev_items: Any
+    test_items: Any
+    out_dir: Path | None
+    span: torch.nn.Module | None = None  # AnswerSpanLM, DDP-wrapped when world > 1
+    plain_span: torch.nn.Module | None = None  # never DDP-wrapped (meta-λ's dev gradient)
+    named: list[tuple[str, torch.nn.Parameter]] = field(default_factory=list)
+    optimizer: torch.optim.Optimizer | None = None
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    batches: Iterator[list[TrainExample]] | None = None
+    cache: TeacherCache | None = None
+    policy: LambdaPolicy | None = None
+    dev_batch: Callable[[], Batch] | None = None
+    diag: "Diagnostics" = field(default_factory=lambda: Diagnostics())
+    tokens_seen: int = 0
+
+    @property
+    def trains(self) -> bool:
+        """Whether this trial trains (has an optimizer) or only evaluates."""
+        return self.optimizer is not None
+
+    @property
+    def params(self) -> list[torch.nn.Parameter]:
+        """The trainable parameters, in the optimizer's order."""
+        return [p for _, p in self.named]
+
+    @property
+    def vocab_size(self) -> int:
+        """The student's vocabulary size (0 when the model does not say)."""
+        return self.model.config.vocab_size if hasattr(self.model, "config") else 0
+
+
+def setup(
+    cfg: TrialConfig,
+    trial_name: str,
+    rank: int,
+    world: int,
+    device: torch.device,
+    wrap_ddp: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m,
+) -> TrainState:
+    """Model, evaluation items and, for a training condition, data, teacher cache, λ policy and optimizer."""
+    if device.type == "cpu":
+        torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
+    torch.manual_seed(cfg.train.seed)
+    v = cfg.variant
+    tokenizer = load_tokenizer(cfg.model)
+    model = load_model(cfg.model, device, trainable=v.trains)
+    if v.trains and compile_enabled(cfg.train.compile, device.type):
+        compile_decoder_layers(model)  # ~1.8x the eager LoRA step on an H200 (bench/gpu_speed.py)
+    fewshot_eval = v.condition == "fewshot"
+    # Every rank holds the items: each decodes its share, rank 0 scores them all (evaluate()).
+    state = TrainState(
+        cfg, rank, world, device, tokenizer, model,
+        dev_items=eval_items(cfg, tokenizer, "dev", cfg.eval.dev_per_pair, fewshot_eval),
+        test_items=eval_items(cfg, tokenizer, cfg.eval.test_split, cfg.eval.test_per_pair, fewshot_eval),
+        out_dir=Path(cfg.experiment_dir) / "predictions" / trial_name if cfg.experiment_dir else None,
+    )
+    if not v.trains:
+        return state
+    examples = training_set(cfg, tokenizer)
+    state.cache = TeacherCache(cfg.cache_paths[v.teacher_mode]) if v.uses_teacher else None
+    if state.cache is not None:
+        state.policy = make_policy(v.policy.name, v.policy.params, cfg.data.tasks)
+    state.plain_span = AnswerSpanLM(model)
+    # DDP over the span module, so gradient syncing sees the call.
+    state.span = wrap_ddp(state.plain_span) if world > 1 else state.plain_span
+    state.named = [(n, p) for n, p in state.span.named_parameters() if p.requires_grad]
+    state.optimizer = torch.optim.AdamW(state.params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    state.scheduler = torch.optim.lr_scheduler.LambdaLR(
+        state.optimizer, lr_lambda(cfg.train.warmup_steps, cfg.train.steps))
+    state.batches = batch_stream(examples, cfg.train.batch_size, cfg.train.seed, rank, world)
+    if state.policy is not None and state.policy.dev:
+        state.dev_batch = dev_batches(cfg, tokenizer, state.policy.dev)
+    return state
+
+
+# -------------------------------------------------------------------------------------- step
+
+
+def dev_grads(state: TrainState) -> list[torch.Tensor]:
+    """∇ of the mean gold-answer CE on the next dev batch, over the trainable parameters.
+
+    Dropout is off (eval mode): a cleaner outer gradient, and the training RNG stream is left
+    untouched, so a policy that reads it trains exactly as one that does not. It runs outside
+    DDP (plain_span): every rank sees the same dev batch, so no all-reduce is needed."""
+    assert state.dev_batch is not None and state.plain_span is not None
+    b = state.dev_batch().to(state.device)
+    state.model.eval()
+    try:
+        logits = state.plain_span(b.input_ids, b.attention_mask, b.position_ids, b.rows, b.cols)
+        ce = answer_ce(logits, b.targets).mean()
+        return list(torch.autograd.grad(ce, state.params, allow_unused=True, materialize_grads=True))
+    finally:
+        state.model.train()
+
+
+def train_step(state: TrainState, step: int) -> dict[str, float]:
+    """One optimizer step of CE + λ·KD on the next batch; returns its scalars by key (one host sync)."""
+    cfg, policy, cache, world, device = state.cfg, state.policy, state.cache, state.world, state.device
+    assert state.span is not None and state.optimizer is not None and state.scheduler is not None
+    exs = next(state.batches)
+    host = collate([e.student for e in exs], state.tokenizer.pad_token_id, "right", cfg.train.kd_alignment)
+    host_task_ids = torch.tensor([TASKS.index(e.task) for e in exs])[host.rows]  # [N], on the host
+    batch, task_ids = host.to(device), host_task_ids.to(device)
+    n_global = torch.tensor(float(batch.n_tokens), device=device)
+    if world > 1:
+        torch.distributed.all_reduce(n_global)
+
+    # Gradient-acting policies (grad_conflict, meta) may ask for CE and KD gradients apart.
+    request = policy.grad_request(step) if policy is not None else None
+    legacy = cfg.train.kd_alignment == "legacy" and cache is not None  # KD reads the answer positions too
+    # Vocabulary logits only at the answer-predicting positions: [N, V] (2N under legacy KD).
+    cols = torch.cat([batch.cols, batch.kd_cols]) if legacy else batch.cols
+    rows = torch.cat([batch.rows, batch.rows]) if legacy else batch.rows
+    # A combining policy builds the gradient itself and sums it over ranks: no DDP sync.
+    no_sync = world > 1 and request is not None and request.combine
+    with state.span.no_sync() if no_sync else contextlib.nullcontext():
+        logits = state.span(batch.input_ids, batch.attention_mask, batch.position_ids, rows, cols)
+    n = batch.n_tokens
+    ce_logits, kd_logits = (logits[:n], logits[n:]) if legacy else (logits, None)
+
+    teacher, tdiag, lam = None, {}, None
+    if cache is not None:
+        teacher, tdiag = cache.gather(e.key for e in exs)
+        if not torch.equal(tdiag["gold_id"], host.targets):
+            raise CacheError("teacher cache answer tokens differ from the student's: stale cache or tokenizer")
+        teacher = type(teacher)(*(t.to(device) for t in teacher))
+    tok = token_losses(ce_logits, batch.targets, teacher, cfg.train.kd_loss, cfg.train.kd_temperature,
+                       cfg.train.jsd_beta, kd_logits=kd_logits)  # CE [N], KD [N] (None without teacher)
+    if policy is not None and teacher is not None and tok.kd is not None:
+        lam = policy.weights(PolicyInputs(
+            step=step, task_ids=task_ids, ce=tok.ce.detach(), kd=tok.kd.detach(),
+            teacher_entropy=tdiag["entropy"].to(device), teacher_topk_logprobs=teacher.logprobs,
+            teacher_tail_logmass=teacher.tail_logmass, vocab_size=state.vocab_size, top_k=cache.top_k,
+            global_sum=_sum_over_ranks if world > 1 else (lambda t: t),
+        )).to(tok.kd.dtype)
+    parts = combine_losses(tok.ce, tok.kd, lam, n_global)
+    # DDP averages gradients over ranks: scale so the result is the mean over all ranks' tokens.
+    loss = parts.total * world
+
+    state.optimizer.zero_grad(set_to_none=True)
+    seconds = None
+    if request is not None:
+        kd_tok = tok.kd if tok.kd is not None else torch.zeros_like(tok.ce)
+        lam_tok = lam if lam is not None else torch.zeros_like(tok.ce)
+        lam, seconds = step_with_split_grads(policy, request, step, state.named, loss, tok.ce, kd_tok, lam_tok,
+                                             task_ids, n_global, world)
+    else:
+        loss.backward()
+    if cfg.train.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(state.params, cfg.train.grad_clip)
+    state.optimizer.step()
+    state.scheduler.step()
+    if policy is not None:
+        policy.after_step(step, functools.partial(dev_grads, state) if state.dev_batch is not None else None)
+
+    state.tokens_seen += n
+    # Teacher CE on the gold answer: the cache's log-prob at the causal predicting position (host).
+    teacher_ce = per_task_mean(-tdiag["gold_logprob"], host_task_ids) if cache is not None else {}
+    scalars = step_scalars(parts, lam, task_ids, host_task_ids, teacher_ce)
+    if not math.isfinite(scalars[train_key("loss")]):
+        raise FloatingPointError(f"loss is {scalars[train_key('loss')]} at step {step}")
+    if seconds is not None:
+        scalars = {train_key("split_backward_s"): seconds, **scalars}
+    state.diag.record(step, scalars, n)
+    return scalars
+
+
+def step_scalars(parts: LossParts, lam: torch.Tensor | None, task_ids: torch.Tensor, host_task_ids: torch.Tensor,
+                 teacher_ce: dict[str, float]) -> dict[str, float]:
+    """The step's scalars by key, brought to the host in one transfer (each sync stops the host from
+    queueing GPU work): losses, and the student's CE and λ per task present (means on the device)."""
+    present = sorted(set(host_task_ids.tolist()))
+    tasks = [TASKS[i] for i in present]
+    device = parts.ce_per_token.device
+    counts = torch.bincount(host_task_ids, minlength=len(TASKS)).clamp(min=1).to(device)
+
+    def task_means(values: torch.Tensor) -> list[torch.Tensor]:
+        sums = torch.zeros(len(TASKS), device=device).index_add_(0, task_ids, values.detach().float())
+        return list((sums / counts)[present].unbind())
+
+    kd_tok = parts.kd_per_token
+    named: dict[str, torch.Tensor] = {
+        train_key("ce"): parts.ce_per_token.detach().mean(),
+        train_key("kd"): (kd_tok if kd_tok is not None else torch.zeros_like(parts.ce_per_token)).detach().mean(),
+        train_key("loss"): parts.total.detach(),
+        **dict(zip((diag_key(t, "student_ce") for t in tasks), task_means(parts.ce_per_token))),
+    }
+    if lam is not None:
+        named.update(zip((lambda_key(t) for t in tasks), task_means(lam)))
+    values = torch.stack([x.float() for x in named.values()]).tolist()  # the one host sync
+    out = dict(zip(named, values))
+    out.update({diag_key(t, "teacher_ce"): v for t, v in teacher_ce.items()})
+    return out
+
+
+# -------------------------------------------------------------------------- evaluation, report
+
+
+def evaluation_report(state: TrainState, step: int, eval_index: int, extra: dict[str, float],
+                      final: bool) -> dict[str, Any]:
+    """Evaluate on dev (and test when final), decoding on every rank and scoring on rank 0; the
+    metrics every rank reports."""
+    cfg, rank = state.cfg, state.rank
+    metrics: dict[str, Any] = {"step": step, "eval_index": eval_index, **extra}
+    t0 = time.perf_counter()
+    # Decoding runs eager: compiled layers would recompile for every new sequence length.
+    with torch.compiler.set_stance("force_eager"):
+        args = (state.model, state.tokenizer)
+        dev, dev_rows = evaluate(*args, state.dev_items, cfg, state.device, rank, state.world)
+        metrics.update(dev)
+        if final:
+            test, test_rows = evaluate(*args, state.test_items, cfg, state.device, rank, state.world)
+            metrics.update({on_test(k): v for k, v in test.items()})
+            if rank == 0:
+                _save_predictions(state.out_dir, {"dev": dev_rows, "test": test_rows}, cfg)
+    if rank == 0:
+        metrics["time/eval_s"] = time.perf_counter() - t0
+    if state.device.type == "cuda":  # the trial's peak so far: training and evaluation
+        metrics["mem/peak_gb"] = torch.cuda.max_memory_allocated(state.device) / 2**30
+    metrics["final"] = final
+    return metrics
+
+
 def run_worker(
     cfg: TrialConfig,
     trial_name: str,
@@ -211,178 +465,22 @@ def run_worker(
 
     `report` receives one metrics dict per evaluation (ray.train.report under Ray); `wrap_ddp`
     wraps the model for data parallelism when world > 1."""
-    if device.type == "cpu":
-        torch.set_num_threads(max(1, int(cfg.resources.cpus_per_worker)))
-    torch.manual_seed(cfg.train.seed)
-    v = cfg.variant
-    tokenizer = load_tokenizer(cfg.model)
-    model = load_model(cfg.model, device, trainable=v.trains)
-    if v.trains and compile_enabled(cfg.train.compile, device.type):
-        compile_decoder_layers(model)  # ~1.8x the eager LoRA step on an H200 (bench/gpu_speed.py)
-    span: torch.nn.Module = AnswerSpanLM(model)
-    fewshot_eval = v.condition == "fewshot"
-    # Every rank holds the items: each decodes its share, rank 0 scores them all (evaluate()).
-    dev_items = eval_items(cfg, tokenizer, "dev", cfg.eval.dev_per_pair, fewshot_eval)
-    test_items = eval_items(cfg, tokenizer, cfg.eval.test_split, cfg.eval.test_per_pair, fewshot_eval)
-    out_dir = Path(cfg.experiment_dir) / "predictions" / trial_name if cfg.experiment_dir else None
-
-    def evaluate_and_report(step: int, eval_index: int, extra: dict[str, float], final: bool) -> None:
-        """Evaluate on dev (and test when final), decoding on every rank and scoring on rank 0,
-        then report from every rank."""
-        metrics: dict[str, Any] = {"step": step, "eval_index": eval_index, **extra}
-        t0 = time.perf_counter()
-        # Decoding runs eager: compiled layers would recompile for every new sequence length.
-        with torch.compiler.set_stance("force_eager"):
-            dev, dev_rows = evaluate(model, tokenizer, dev_items, cfg, device, rank, world)
-            metrics.update(dev)
-            if final:
-                test, test_rows = evaluate(model, tokenizer, test_items, cfg, device, rank, world)
-                metrics.update({f"test/{k}": v for k, v in test.items()})
-                if rank == 0:
-                    _save_predictions(out_dir, {"dev": dev_rows, "test": test_rows}, cfg)
-        if rank == 0:
-            metrics["time/eval_s"] = time.perf_counter() - t0
-        if device.type == "cuda":
-            metrics["mem/peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
-        metrics["final"] = final
-        report(metrics)
-
-    # ---------------------------------------------------------------- evaluation-only conditions
-    if not v.trains:
-        evaluate_and_report(0, 1, {}, final=True)
-        return model
-
-    # ---------------------------------------------------------------- set-up
-    examples = training_set(cfg, tokenizer)
-    cache = TeacherCache(cfg.cache_paths[v.teacher_mode]) if v.uses_teacher else None
-    policy: LambdaPolicy | None = None if cache is None else make_policy(v.policy.name, v.policy.params, cfg.data.tasks)
-    plain_span = span  # meta-λ's dev gradient runs outside DDP: every rank sees the same dev batch
-    if world > 1:
-        span = wrap_ddp(span)  # DDP over the span module, so gradient syncing sees the call
-    named = [(n, p) for n, p in span.named_parameters() if p.requires_grad]
-    params = [p for _, p in named]
-    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg.train.warmup_steps, cfg.train.steps))
-    batches = batch_stream(examples, cfg.train.batch_size, cfg.train.seed, rank, world)
-    legacy = cfg.train.kd_alignment == "legacy" and cache is not None  # KD reads the answer positions too
-    vocab = model.config.vocab_size if hasattr(model, "config") else 0
-    dev_batch = dev_batches(cfg, tokenizer, policy.dev) if policy is not None and policy.dev else None
-    global_sum = _sum_over_ranks if world > 1 else (lambda t: t)
-
-    def val_grads() -> list[torch.Tensor]:
-        """∇ of the mean gold-answer CE on the next dev batch, over the trainable parameters.
-
-        Dropout is off (eval mode): a cleaner outer gradient, and the training RNG stream is left
-        untouched, so a policy that reads it trains exactly as one that does not."""
-        assert dev_batch is not None
-        b = dev_batch().to(device)
-        model.eval()
-        try:
-            logits = plain_span(b.input_ids, b.attention_mask, b.position_ids, b.rows, b.cols)
-            ce = answer_ce(logits, b.targets).mean()
-            return list(torch.autograd.grad(ce, params, allow_unused=True, materialize_grads=True))
-        finally:
-            model.train()
-
-    # ---------------------------------------------------------------- training
-    diag = Diagnostics()
-    tokens_seen, eval_index, t_start = 0, 0, time.perf_counter()
+    state = setup(cfg, trial_name, rank, world, device, wrap_ddp)
+    if not state.trains or cfg.train.steps == 0:  # base / fewshot, or zero steps: evaluate as is
+        report(evaluation_report(state, 0, 1, {}, final=True))
+        return state.model
+    eval_index, t_start = 0, time.perf_counter()
     for step in range(1, cfg.train.steps + 1):
-        exs = next(batches)
-        host = collate([e.student for e in exs], tokenizer.pad_token_id, "right", cfg.train.kd_alignment)
-        host_task_ids = torch.tensor([TASKS.index(e.task) for e in exs])[host.rows]  # [N], on the host
-        batch, task_ids = host.to(device), host_task_ids.to(device)
-        n_local = torch.tensor(float(batch.n_tokens), device=device)
-        n_global = n_local.clone()
-        if world > 1:
-            torch.distributed.all_reduce(n_global)
-
-        # Gradient-acting policies (grad_conflict, meta) may ask for CE and KD gradients apart.
-        request = policy.grad_request(step) if policy is not None else None
-        # Vocabulary logits only at the answer-predicting positions: [N, V] (2N under legacy KD).
-        cols = torch.cat([batch.cols, batch.kd_cols]) if legacy else batch.cols
-        rows = torch.cat([batch.rows, batch.rows]) if legacy else batch.rows
-        # A combining policy builds the gradient itself and sums it over ranks: no DDP sync.
-        no_sync = world > 1 and request is not None and request.combine
-        with span.no_sync() if no_sync else contextlib.nullcontext():
-            logits = span(batch.input_ids, batch.attention_mask, batch.position_ids, rows, cols)
-        ce_logits, kd_logits = (logits[: batch.n_tokens], logits[batch.n_tokens:]) if legacy else (logits, logits)
-        ce_tok = answer_ce(ce_logits, batch.targets)  # [N]
-        # DDP averages gradients over ranks: scale so the result is the mean over all ranks' tokens.
-        loss = weighted_token_mean(ce_tok, None, n_global) * world
-        kd_tok = torch.zeros_like(ce_tok)
-        lam = torch.zeros_like(ce_tok)
-        teacher_ce: dict[str, float] = {}
-        if cache is not None and policy is not None:
-            teacher, tdiag = cache.gather(e.key for e in exs)
-            if not torch.equal(tdiag["gold_id"], host.targets):
-                raise CacheError("teacher cache answer tokens differ from the student's: stale cache or tokenizer")
-            teacher = type(teacher)(*(t.to(device) for t in teacher))
-            kd_tok = kd_per_token(kd_logits, teacher, cfg.train.kd_loss, cfg.train.kd_temperature, cfg.train.jsd_beta)
-            lam = policy.weights(PolicyInputs(
-                step=step, task_ids=task_ids, ce=ce_tok.detach(), kd=kd_tok.detach(),
-                teacher_entropy=tdiag["entropy"].to(device), teacher_topk_logprobs=teacher.logprobs,
-                teacher_tail_logmass=teacher.tail_logmass, vocab_size=vocab, top_k=cache.top_k,
-                global_sum=global_sum,
-            )).to(kd_tok.dtype)
-            loss = loss + weighted_token_mean(kd_tok, lam, n_global) * world
-            # Teacher CE on the gold answer: the cache's log-prob at the causal predicting position.
-            teacher_ce = per_task_mean(-tdiag["gold_logprob"], host_task_ids)  # host tensors: no sync
-
-        optimizer.zero_grad(set_to_none=True)
-        if request is not None:
-            lam, seconds = step_with_split_grads(policy, request, step, named, loss, ce_tok, kd_tok, lam, task_ids,
-                                                 n_global, world)
-            diag.add("train/split_backward_s", seconds)
-        else:
-            loss.backward()
-        if cfg.train.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.train.grad_clip)
-        optimizer.step()
-        scheduler.step()
-        if policy is not None:
-            policy.after_step(step, val_grads if dev_batch is not None else None)
-
-        # ------------------------------------------------------------ bookkeeping
-        # All of the step's scalars come to the host in one transfer: one sync per step, not one
-        # per value (each sync stops the host from queueing GPU work).
-        n = batch.n_tokens
-        tokens_seen += n
-        present = sorted(set(host_task_ids.tolist()))
-        counts = torch.bincount(host_task_ids, minlength=len(TASKS)).clamp(min=1).to(device)
-        scalars = [ce_tok.detach().mean(), kd_tok.detach().mean(), loss.detach() / world]
-        per_task = [ce_tok.detach()] + ([lam.detach()] if policy is not None else [])
-        for values in per_task:
-            sums = torch.zeros(len(TASKS), device=device).index_add_(0, task_ids, values.float())
-            scalars.extend((sums / counts)[present].unbind())
-        got = torch.stack([x.float() for x in scalars]).tolist()
-        ce_mean, kd_mean, loss_value = got[:3]
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"loss is {loss_value} at step {step}")
-        diag.add("train/ce", ce_mean, n)
-        diag.add("train/kd", kd_mean, n)
-        diag.add("train/loss", loss_value)
-        student_ce = dict(zip((TASKS[i] for i in present), got[3:3 + len(present)]))
-        for task, value in student_ce.items():
-            diag.add(f"diag/{task}/student_ce", value)
-        if policy is not None:
-            for task, value in zip((TASKS[i] for i in present), got[3 + len(present):]):
-                diag.add(f"lambda/{task}/mean", value)
-        for task, value in teacher_ce.items():
-            diag.add(f"diag/{task}/teacher_ce", value)
-            diag.track_crossover(step, task, student_ce[task], value)
-
+        train_step(state, step)
         final = step == cfg.train.steps
         if step % cfg.train.eval_every == 0 or final:
             eval_index += 1
-            elapsed = time.perf_counter() - t_start
-            extra = {**diag.flush(), **(policy.diagnostics() if policy is not None else {}),
-                     "train/lr": scheduler.get_last_lr()[0], "train/tokens_seen": tokens_seen, "time/train_s": elapsed}
-            evaluate_and_report(step, eval_index, extra, final)
+            extra = {**state.diag.flush(), **(state.policy.diagnostics() if state.policy is not None else {}),
+                     train_key("lr"): state.scheduler.get_last_lr()[0], train_key("tokens_seen"): state.tokens_seen,
+                     "time/train_s": time.perf_counter() - t_start}
+            report(evaluation_report(state, step, eval_index, extra, final))
             t_start = time.perf_counter()
-    if cfg.train.steps == 0:
-        evaluate_and_report(0, 1, {}, final=True)
-    return model
+    return state.model
 
 
 def _save_predictions(out_dir: Path | None, splits: dict[str, list[dict[str, Any]]], cfg: TrialConfig) -> None:

@@ -40,10 +40,13 @@ __all__ = [
     "KD_KINDS",
     "LossParts",
     "TeacherTopK",
+    "TokenLosses",
     "answer_ce",
     "check_kd_options",
+    "combine_losses",
     "distillation_loss",
     "kd_per_token",
+    "token_losses",
     "weighted_token_mean",
 ]
 
@@ -61,6 +64,13 @@ class TeacherTopK(NamedTuple):
     logprobs: Tensor  # [N, K] float (any dtype): log p_k at T = 1
     tail_logmass: Tensor  # [N] float: log(1 - Σ_k p_k); -inf when the tail is empty
     logsumexp: Tensor  # [N] float: teacher log-normaliser, raw logit = logprob + logsumexp
+
+
+class TokenLosses(NamedTuple):
+    """Per-token CE and KD of N answer tokens, before any λ."""
+
+    ce: Tensor  # [N] CE_i
+    kd: Tensor | None  # [N] unweighted KD_i; None when there is no teacher
 
 
 class LossParts(NamedTuple):
@@ -304,6 +314,62 @@ def weighted_token_mean(
     return x.sum() / denom
 
 
+def token_losses(
+    student_logits: Tensor,
+    targets: Tensor,
+    teacher: TeacherTopK | None = None,
+    kind: str = "forward_kl",
+    temperature: float = 1.0,
+    beta: float = 0.5,
+    kd_logits: Tensor | None = None,
+) -> TokenLosses:
+    """Per-token CE and KD of the student's answer logits, from one fp32 upcast: [N, V], [N] -> [N], [N].
+
+    CE_i is `answer_ce` and KD_i is `kd_per_token(kind, temperature, beta)`, bit for bit. A
+    policy reads both before it chooses λ, which `combine_losses` then applies. `kd_logits`
+    ([N, V]) gives KD its own logits (the seed's legacy alignment reads KD one position to the
+    right); KD is None without a teacher.
+
+    CE and KD each take their own logsumexp of the shared upcast logits. One shared logsumexp
+    would save an [N] reduction over V but sums the two gradients in another order (float noise
+    of ~1e-7 that Adam grows into different weights), and training results stay bit-identical
+    to those recorded before this function existed.
+    """
+    check_kd_options(kind, temperature, beta)
+    s = _upcast(student_logits)
+    ce_tok = _ce(s, torch.logsumexp(s, dim=-1), targets)
+    if teacher is None:
+        return TokenLosses(ce_tok, None)
+    if kd_logits is not None:
+        return TokenLosses(ce_tok, kd_per_token(kd_logits, teacher, kind, temperature, beta))
+    _check_teacher(student_logits, teacher)
+    teacher = teacher._replace(ids=teacher.ids.long())  # a cache may store int32 ids
+    if kind == "mse_logits":
+        return TokenLosses(ce_tok, _mse_logits(student_logits, teacher))
+    temperature = float(temperature)
+    if temperature != 1.0:
+        s = s / temperature  # not in place: CE's graph holds s
+    return TokenLosses(ce_tok, _divergence(s, torch.logsumexp(s, dim=-1), teacher, kind, temperature, float(beta)))
+
+
+def combine_losses(
+    ce_per_token: Tensor, kd_per_token: Tensor | None, lam: Tensor | float | None, n_tokens: float | Tensor
+) -> LossParts:
+    """L = Σ_i CE_i / n + Σ_i λ_i·KD_i / n, n = max(n_tokens, 1): [N], [N] | None, λ [N] | float | None.
+
+    The one place CE and λ·KD are added. n_tokens may be the count over all data-parallel ranks.
+    Without KD (kd_per_token or λ None) the KD part is an exact 0 and L is exactly the CE term.
+    """
+    ce = weighted_token_mean(ce_per_token, None, n_tokens)
+    if kd_per_token is None or lam is None:
+        return LossParts(ce, ce, torch.zeros((), dtype=ce.dtype, device=ce.device), ce_per_token, kd_per_token)
+    if isinstance(lam, Tensor):
+        kd = weighted_token_mean(kd_per_token, lam, n_tokens)
+    else:
+        kd = weighted_token_mean(kd_per_token, None, n_tokens) * float(lam)
+    return LossParts(ce + kd, ce, kd, ce_per_token, kd_per_token)
+
+
 def distillation_loss(
     student_logits: Tensor,
     targets: Tensor,
@@ -314,33 +380,13 @@ def distillation_loss(
     temperature: float = 1.0,
     beta: float = 0.5,
 ) -> LossParts:
-    """L = Σ_i CE_i / n + Σ_i λ_i·KD_i / n, n = max(n_tokens, 1): [N, V], [N], λ [N] | float.
+    """`token_losses` then `combine_losses`, skipping KD when λ is None, 0 or all zeros: [N, V] -> LossParts.
 
-    KD_i is `kd_per_token(kind, temperature, beta)`. When teacher is None or λ is None,
-    0 or all zeros, no KD work is done and L is exactly the CE term. The student's
-    upcast logits and logsumexp are shared between CE and KD (at T = 1).
+    A convenience for callers that know λ before the forward; the check on λ costs a host sync
+    for a tensor λ, so the training loop calls the two parts itself.
     """
     check_kd_options(kind, temperature, beta)
-    temperature = float(temperature)
-    s = _upcast(student_logits)
-    lse = torch.logsumexp(s, dim=-1)
-    ce_tok = _ce(s, lse, targets)
-    ce = weighted_token_mean(ce_tok, None, n_tokens)
-    if teacher is None or _lam_is_off(lam):
-        return LossParts(ce, ce, torch.zeros((), dtype=ce.dtype, device=ce.device), ce_tok, None)
-
-    _check_teacher(student_logits, teacher)
-    teacher = teacher._replace(ids=teacher.ids.long())  # a cache may store int32 ids
-    if kind == "mse_logits":
-        kd_tok = _mse_logits(student_logits, teacher)
-    else:
-        if temperature != 1.0:
-            s = s / temperature
-            lse = torch.logsumexp(s, dim=-1)
-        kd_tok = _divergence(s, lse, teacher, kind, temperature, float(beta))
-
-    if isinstance(lam, Tensor):
-        kd = weighted_token_mean(kd_tok, lam, n_tokens)
-    else:
-        kd = weighted_token_mean(kd_tok, None, n_tokens) * float(lam)
-    return LossParts(ce + kd, ce, kd, ce_tok, kd_tok)
+    if _lam_is_off(lam):
+        teacher = None
+    parts = token_losses(student_logits, targets, teacher, kind, temperature, beta)
+    return combine_losses(parts.ce, parts.kd, lam if parts.kd is not None else None, n_tokens)

@@ -245,7 +245,7 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     from trainables.data import check_sources
     from trainables.models import ensure_tiny_model, load_tokenizer
     from trainables.trainable import run_trial
-    from tuner.results import write_results
+    from analysis.collect import write_results
 
     storage = Path(storage or default_storage()).expanduser().resolve()
     experiment_dir = storage / spec.name

@@ -12,7 +12,7 @@ import pandas as pd
 
 from trainables.tasks.metrics import metric
 from trainables.tasks.schema import NER_TAGS, NLI_LABELS, UPOS_TAGS
-from tuner.results import COLUMNS
+from analysis.collect import COLUMNS
 
 #: (task, lang) pairs of the synthetic experiment (languages differ per task, as in XTREME).
 PAIRS = [("nli", "en"), ("nli", "hi"), ("nli", "de"), ("qa", "en"), ("qa", "de"),

@@ -11,7 +11,7 @@ import pytest
 
 from analysis import AnalysisError, load, load_predictions
 from tests.analysis import synth
-from tuner.results import COLUMNS
+from analysis.collect import COLUMNS
 
 
 def test_load_a_directory_adds_the_experiment_column(experiment):
@@ -65,7 +65,7 @@ def test_a_tune_experiment_without_results_file_is_collected(tmp_path):
 def test_a_stale_results_file_is_collected_again(tmp_path):
     exp = tmp_path / "live"
     trial = _tune_trial(exp, "trial_a", "sft", [{"trial_id": "a", "step": 2, "eval_index": 1, "nli/en/acc": 50.0}])
-    from tuner.results import write_results
+    from analysis.collect import write_results
 
     write_results(exp)
     old = time.time() - 60

@@ -25,7 +25,7 @@ from trainables.config import (
     VariantConfig,
 )
 from trainables.data import teacher_encoding, training_pools, training_set
-from trainables.losses import answer_ce, kd_per_token, weighted_token_mean
+from trainables.losses import TokenLosses, answer_ce, combine_losses, kd_per_token, weighted_token_mean
 from trainables.loop import Diagnostics, batch_stream, run_worker, step_with_split_grads
 from trainables.models import AnswerSpanLM, load_model, load_tokenizer
 from trainables.policies import GradRequest, LambdaPolicy, SplitGrads
@@ -165,7 +165,7 @@ def _direct(one_batch, weights: torch.Tensor) -> list[torch.Tensor]:
     params = [p for p in span.parameters() if p.requires_grad]
     ce, kd = _forward(one_batch)
     n = torch.tensor(float(ce.numel()))
-    return list(torch.autograd.grad(weighted_token_mean(ce, None, n) + weighted_token_mean(kd, weights, n), params))
+    return list(torch.autograd.grad(combine_losses(ce, kd, weights, n).total, params))
 
 
 @pytest.mark.parametrize("by_task,mult", [(False, {"all": 0.0}), (False, {"all": 1.0}), (False, {"all": 0.37}),
@@ -199,7 +199,7 @@ def test_split_step_observe_only_keeps_the_usual_update(one_batch):
     params = [p for _, p in named]
     ce, kd = _forward(one_batch)
     n = torch.tensor(float(ce.numel()))
-    loss = weighted_token_mean(ce, None, n) + weighted_token_mean(kd, lam, n)
+    loss = combine_losses(ce, kd, lam, n).total
     usual = torch.autograd.grad(loss, params, retain_graph=True)
     policy = StubPolicy(GradRequest(combine=False, by_task=True), {"nli": 0.0})  # multipliers are ignored
     for p in params:
@@ -256,10 +256,13 @@ def test_per_task_lambda_is_reported_for_each_task(cache):
 def test_a_non_finite_loss_stops_the_trial_with_its_step(cache, monkeypatch):
     import trainables.loop as loop
 
-    def nan_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return torch.full(targets.shape, float("nan")) + 0 * logits.sum()
+    real = loop.token_losses
 
-    monkeypatch.setattr(loop, "answer_ce", nan_ce)
+    def nan_ce(logits: torch.Tensor, targets: torch.Tensor, *args, **kwargs) -> TokenLosses:
+        parts = real(logits, targets, *args, **kwargs)
+        return parts._replace(ce=torch.full(targets.shape, float("nan")) + 0 * logits.sum())
+
+    monkeypatch.setattr(loop, "token_losses", nan_ce)
     with pytest.raises(FloatingPointError, match="loss is nan at step 1"):
         run(base_config(cache, steps=2, eval_every=2), policy={"name": "fixed", "params": {"lam": 0.5}})
 
@@ -325,7 +328,7 @@ def _preset_variants() -> list[VariantConfig]:
 @pytest.mark.e2e
 @pytest.mark.parametrize("variant", _preset_variants(), ids=lambda v: v.label)
 def test_every_preset_policy_trains_and_reports_its_diagnostics(cache, variant):
-    from tuner.results import classify
+    from trainables.metric_keys import parse_key
 
     # Ten steps: meta's outer step (every 10) runs once, warm-up and schedules change λ.
     cfg = base_config(cache, steps=10, eval_every=5).model_copy(update={"variant": variant})
@@ -340,7 +343,7 @@ def test_every_preset_policy_trains_and_reports_its_diagnostics(cache, variant):
             assert 0.0 <= r[f"lambda/{t}/mean"] < math.inf
         assert all(math.isfinite(r[k]) for k in ("train/ce", "train/kd", "train/loss"))
     # Every diagnostic lands in results.parquet (it has a (split, task, lang, metric) row).
-    assert all(classify(k) is not None for k in final if k.startswith(("diag/", "lambda/", "train/")))
+    assert all(parse_key(k) is not None for k in final if k.startswith(("diag/", "lambda/", "train/")))
 
 
 # --------------------------------------------------- data parallel (2 CPU ranks, gloo) = 1 worker

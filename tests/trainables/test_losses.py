@@ -19,8 +19,10 @@ from trainables.losses import (
     TeacherTopK,
     answer_ce,
     check_kd_options,
+    combine_losses,
     distillation_loss,
     kd_per_token,
+    token_losses,
     weighted_token_mean,
 )
 
@@ -421,6 +423,54 @@ def test_distillation_loss_composition(kind):
     assert_close(parts.total, ce.sum() / 10 + (lam * kd).sum() / 10)
     scalar = distillation_loss(s, targets, teacher, 0.5, 10, kind=kind, temperature=2.0, beta=0.4)
     assert_close(scalar.kd, 0.5 * kd.sum() / 10)
+
+
+# ------------------------------------------------------------ token_losses, combine_losses
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("kind,temperature", [("forward_kl", 1.0), ("jsd", 2.0), ("mse_logits", 1.0)])
+def test_token_losses_are_answer_ce_and_kd_per_token_bit_for_bit(kind, temperature, dtype):
+    # The loop's results must not move when it calls token_losses instead of the two functions.
+    s, targets, teacher = _batch()
+    s = s.to(dtype)
+    ce, kd = token_losses(s, targets, teacher, kind, temperature, 0.4)
+    assert torch.equal(ce, answer_ce(s, targets))
+    assert torch.equal(kd, kd_per_token(s, teacher, kind, temperature, 0.4))
+    assert ce.dtype == kd.dtype == torch.float32
+
+
+def test_token_losses_gradient_is_that_of_the_two_functions():
+    s, targets, teacher = _batch()
+    lam = torch.linspace(0.1, 1.0, 7)
+    a = s.clone().requires_grad_()
+    ce, kd = token_losses(a, targets, teacher)
+    combine_losses(ce, kd, lam, 7).total.backward()
+    b = s.clone().requires_grad_()
+    (weighted_token_mean(answer_ce(b, targets), None, 7) + weighted_token_mean(kd_per_token(b, teacher), lam, 7)).backward()
+    assert torch.equal(a.grad, b.grad)
+
+
+def test_token_losses_without_teacher_and_with_own_kd_logits():
+    s, targets, teacher = _batch()
+    assert token_losses(s, targets, None).kd is None
+    shifted = s.roll(1, dims=0)  # legacy alignment: KD reads other logits than CE
+    ce, kd = token_losses(s, targets, teacher, kd_logits=shifted)
+    assert torch.equal(ce, answer_ce(s, targets)) and torch.equal(kd, kd_per_token(shifted, teacher))
+    assert not torch.equal(kd, kd_per_token(s, teacher))
+
+
+def test_combine_losses_by_hand():
+    ce = torch.tensor([1.0, 2.0, 3.0])
+    kd = torch.tensor([0.5, 0.0, 4.0])
+    parts = combine_losses(ce, kd, torch.tensor([2.0, 1.0, 0.25]), 4)  # n = 4 tokens over all ranks
+    assert parts.ce.item() == pytest.approx(6.0 / 4) and parts.kd.item() == pytest.approx(2.0 / 4)
+    assert parts.total.item() == pytest.approx(8.0 / 4)
+    assert combine_losses(ce, kd, 0.5, 4).kd.item() == pytest.approx(2.25 / 4)
+    for off in (combine_losses(ce, None, 1.0, 4), combine_losses(ce, kd, None, 4)):
+        assert off.kd.item() == 0.0 and torch.equal(off.total, off.ce)
+    empty = combine_losses(torch.zeros(0), torch.zeros(0), torch.zeros(0), 0)  # 0/0 guarded
+    assert empty.total.item() == 0.0
 
 
 def test_distillation_loss_gradient_matches_sum_of_parts():

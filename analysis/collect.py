@@ -1,55 +1,23 @@
 """An experiment directory's trials → one tidy dataframe (`results.parquet`).
 
 One row per trial × split × task × language × metric × report, with the trial's condition and
-λ settings as columns. Keys reported by the loop map to rows as follows:
-
-    [test/]<task>/<lang>/<metric>  → split dev|test, task, lang, metric
-    [test/]<task>/avg              → lang "avg", metric "headline"
-    [test/]avg                     → task "all", lang "avg", metric "headline"
-    train/<name>                   → split train, task "all", lang "all", metric name
-    lambda/<task>/mean             → split train, task, lang "all", metric "lambda"
-    diag/<task>/<name>             → split train, task, lang "all", metric name
+λ settings as columns. Which row a reported key lands in is `trainables.metric_keys.parse_key`.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
 
-from trainables.tasks.schema import LANGS, TASKS
+from trainables.metric_keys import parse_key
 
 RESULTS_FILE = "results.parquet"
 
-_T = "|".join(TASKS)
-_L = "|".join(LANGS)
-_PATTERNS: list[tuple[re.Pattern[str], Any]] = [
-    (re.compile(rf"^(test/)?({_T})/({_L})/(\w+)$"), lambda m: (_split(m[1]), m[2], m[3], m[4])),
-    (re.compile(rf"^(test/)?({_T})/avg$"), lambda m: (_split(m[1]), m[2], "avg", "headline")),
-    (re.compile(r"^(test/)?avg$"), lambda m: (_split(m[1]), "all", "avg", "headline")),
-    (re.compile(r"^train/(\w+)$"), lambda m: ("train", "all", "all", m[1])),
-    (re.compile(rf"^lambda/({_T})/mean$"), lambda m: ("train", m[1], "all", "lambda")),
-    (re.compile(rf"^diag/({_T})/(\w+)$"), lambda m: ("train", m[1], "all", m[2])),
-]
-
 COLUMNS = ["trial_id", "label", "condition", "policy", "policy_params", "lam", "teacher_mode", "seed", "model",
            "finetune", "kd_loss", "split", "task", "lang", "metric", "value", "step", "eval_index", "final"]
-
-
-def _split(prefix: str | None) -> str:
-    return "test" if prefix else "dev"
-
-
-def classify(key: str) -> tuple[str, str, str, str] | None:
-    """(split, task, lang, metric) of a reported key, or None for keys that are not results."""
-    for pattern, make in _PATTERNS:
-        m = pattern.match(key)
-        if m:
-            return make(m)
-    return None
 
 
 def trial_dirs(experiment_dir: str | Path) -> Iterator[Path]:
@@ -61,7 +29,7 @@ def trial_dirs(experiment_dir: str | Path) -> Iterator[Path]:
 
 def trial_columns(params: dict[str, Any]) -> dict[str, Any]:
     """The trial's identifying settings (condition, λ policy, teacher, seed...) as flat columns."""
-    from search_spaces.spaces import resolved_trial
+    from search_spaces.spaces import resolved_trial  # lazy: it imports the policies (torch)
 
     t = resolved_trial(params)
     v = t.get("variant", {})
@@ -98,7 +66,7 @@ def collect(experiment_dir: str | Path) -> pd.DataFrame:
             report = json.loads(line)
             trial_id = report.get("trial_id", d.name)
             for key, value in report.items():
-                kind = classify(key)
+                kind = parse_key(key)
                 if kind is None or not isinstance(value, (int, float)) or isinstance(value, bool):
                     continue
                 split, task, lang, metric = kind
