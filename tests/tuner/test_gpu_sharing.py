@@ -1,0 +1,46 @@
+"""`resources.gpus_per_worker: auto`: the memory plan decides how many trials share a GPU."""
+
+from __future__ import annotations
+
+import io
+
+import torch
+
+from tuner.loading import load_spec
+from trainables.config import ModelConfig, TrialConfig
+from trainables.memory_plan import MAX_TRIALS_PER_GPU, parameter_count, trial_bytes, trials_per_gpu
+from trainables.models import load_model
+from tuner.gpu_sharing import model_config, resolve_gpu_sharing
+
+
+def gpu_spec(**resources):
+    spec = load_spec("smoke")
+    return spec.model_copy(update={"resources": spec.resources.model_copy(update={"use_gpu": True, **resources})})
+
+
+def test_parameter_count_matches_the_model(tiny_dir):
+    model = load_model(ModelConfig(name="tiny"), torch.device("cpu"), trainable=False)
+    assert parameter_count(model.config) == sum(p.numel() for p in model.parameters())
+
+
+def test_auto_packs_as_many_trials_as_fit(tiny_dir):
+    spec = gpu_spec()
+    need = trial_bytes(TrialConfig(model=spec.model, data=spec.data, train=spec.train, eval=spec.eval),
+                       model_config(spec))
+    out = io.StringIO()
+    roomy = resolve_gpu_sharing(spec, out, gpu_bytes=100 * need)
+    assert roomy.resources.gpus_per_worker == 1 / MAX_TRIALS_PER_GPU
+    assert "trial(s) per GPU" in out.getvalue()
+    assert resolve_gpu_sharing(spec, out, gpu_bytes=int(2.5 * need / 0.9)).resources.gpus_per_worker == 0.5
+    assert resolve_gpu_sharing(spec, out, gpu_bytes=need // 2).resources.gpus_per_worker == 1.0  # never 0 trials
+
+
+def test_auto_is_one_gpu_off_the_gpu_or_for_data_parallel_trials():
+    assert resolve_gpu_sharing(load_spec("smoke"), io.StringIO()).resources.gpus_per_worker == 1.0
+    assert resolve_gpu_sharing(gpu_spec(num_workers=2), io.StringIO()).resources.gpus_per_worker == 1.0
+    assert resolve_gpu_sharing(gpu_spec(gpus_per_worker=0.3), io.StringIO()).resources.gpus_per_worker == 0.3
+
+
+def test_trials_per_gpu_bounds():
+    assert trials_per_gpu(10, 1) == 1 and trials_per_gpu(1, 10**6) == MAX_TRIALS_PER_GPU
+    assert trials_per_gpu(30 * 2**30, 139 * 2**30) == 4 and trials_per_gpu(50 * 2**30, 139 * 2**30) == 2
