@@ -17,6 +17,9 @@ from typing import Any
 TRANSIENT_MARKERS: tuple[tuple[str, str], ...] = (
     ("OutOfMemoryError", "GPU out of memory"),
     ("CUDA out of memory", "GPU out of memory"),
+    # Ray Train cuts long worker errors short: these survive from torch's OOM message.
+    ("PYTORCH_CUDA_ALLOC_CONF", "GPU out of memory"),
+    ("GiB memory in use", "GPU out of memory"),
     ("out of memory", "out of memory"),
     ("OOM", "killed by the out-of-memory killer"),
     ("SIGKILL", "worker killed (SIGKILL)"),

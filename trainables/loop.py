@@ -202,6 +202,10 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    if torch.cuda.is_available():
+        # Segments that grow instead of new blocks per batch shape: trials sharing a GPU then hold
+        # what they use, not what fragmentation left reserved.
+        torch.cuda.memory._set_allocator_settings("expandable_segments:True")
     ctx = ray.train.get_context()
     run_worker(
         TrialConfig.model_validate(config["trial"]),
