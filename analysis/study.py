@@ -7,15 +7,20 @@ paired bootstrap intervals for every Δ (stats.py), assembled as renderable `Tab
     best_lambda_table        best fixed λ per task in a sweep
     learned_lambda_table §4  last reported λ per task
     ce_table             §6  teacher vs student CE and the crossover step
+    sweep_delta_table        §1 for one experiment folder, as the sweep prints it
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from analysis import tables as tb
+from analysis.errors import AnalysisError
+from analysis.load import load, load_predictions
 from analysis.render import TASK_TITLES, Table
-from analysis.stats import Bootstrap, seed_std
+from analysis.stats import Bootstrap, bootstrap, seed_std
 from trainables.tasks.schema import TASKS
 
 
@@ -69,6 +74,21 @@ def delta_table(results: pd.DataFrame, boot: Bootstrap | None = None, baseline: 
     return Table(values, title=f"Δ vs {baseline} by task ({split}; task = mean over languages, Avg = mean over tasks)",
                  note=_note(results, boot, level), std=_std(std, values), low=low, high=high,
                  best_columns=[c for c in values.columns if c not in deltas])
+
+
+def sweep_delta_table(experiment: str | Path, baseline: str = "sft", split: str = "test", n_boot: int = 1000,
+                      seed: int = 0, level: float = 0.95) -> Table:
+    """§1 of one experiment with the paired bootstrap interval of each Δ (none, and a note why, when
+    the trials saved no per-example predictions)."""
+    results = load(experiment)
+    try:
+        boot: Bootstrap | None = bootstrap(load_predictions(experiment, split), n_boot, seed)
+        why = ""
+    except AnalysisError as err:
+        boot, why = None, f"No bootstrap interval: {err}"
+    table = delta_table(results, boot, baseline, split, level)
+    table.note = " ".join(x for x in (table.note, why) if x)
+    return table
 
 
 def language_table(results: pd.DataFrame, task: str, boot: Bootstrap | None = None, baseline: str = "sft",

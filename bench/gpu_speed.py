@@ -6,17 +6,19 @@ side by side in one run, on a Llama-3.2-3B-shaped model with random bf16 weights
 
 Sections (--sections, comma-separated; default all but `sweep`, which is long):
   peak      bf16 matrix-product rate (the ceiling every share is measured against)
-  seed      the seed's step: frozen second model copy runs the 5-shot teacher prompt online, PEFT
-            LoRA r=16 student (dropout 0.05, all linear projections), MSE on top-256 raw logits
-  ours      lamtune's trial step: teacher from the cache, vocabulary logits only at the answer span,
-            forward KL on top-K + tail (trainables.losses), LoRA (dropout 0.05 and 0), full FT; eager
+  seed      the seed's step (bench/seed_step.py): frozen second model copy runs the 5-shot teacher
+            prompt online, PEFT LoRA r=16 student (dropout 0.05, all linear projections), MSE on
+            top-256 raw logits
+  ours      lamtune's trial step, the product's own trainables.loop.train_step (bench/product_step.py):
+            cache gather, logits only at the answer span, forward KL on top-K + tail, fixed λ policy,
+            AdamW as the product builds it, bookkeeping; LoRA (dropout 0.05 and 0), full FT; eager
             and torch.compile. Variant names (--variants): lora_d<dropout>_<eager|compile|compilefull>
             or full_<eager|compile>; suffix _peft32 keeps PEFT's fp32 adapter compute, _cg compiles
             with CUDA graphs (mode reduce-overhead). Each variant and the seed's step (measured
             before and after them) run in a fresh process unless --in-process.
   cache     lamtune's teacher-cache build (trainables.teacher.build.teacher_rows): tokens/s, share of peak
   generate  greedy decoding step time (HF generate) at several batch sizes → the 15,000-example eval
-  sweep     8 trials the seed's way (each with its own online teacher) vs ours (cache once, then
+  sweep     (bench/sweep_sim.py) 8 trials the seed's way (each with its own online teacher) vs ours (cache once, then
             trials reading it, as --sweep-parallel trial processes sharing the GPU), wall time end to end
   profile   GPU kernel time per step of our compiled LoRA step, by category
 Speed does not depend on weight values, so weights are random. Each figure is the median of timed
@@ -26,134 +28,27 @@ repetitions after warm-up, with CUDA synchronisation; peak memory is torch.cuda.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import gc
 import json
 import math
-import statistics
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.harness import (  # noqa: E402
+    TINY, Shape, build_model, n_params, peak_gb, random_ids, reset_peak, result_key, sync, timed,
+)
+from bench.product_step import ProductStep  # noqa: E402
+from bench.seed_step import bench_seed  # noqa: E402
+from bench.sweep_sim import bench_sweep  # noqa: E402
 from trainables.alignment import Encoded  # noqa: E402
-from trainables.losses import TeacherTopK, answer_ce, kd_per_token  # noqa: E402
-from trainables.models import AnswerSpanLM, adapters_in_activation_dtype, compile_decoder_layers  # noqa: E402
+from trainables.models import AnswerSpanLM, compile_decoder_layers  # noqa: E402
 from trainables.teacher.build import teacher_rows  # noqa: E402
-
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-
-
-@dataclass(frozen=True)
-class Shape:
-    """Model and batch shapes of one benchmark configuration."""
-
-    vocab: int = 128_256
-    hidden: int = 3072
-    intermediate: int = 8192
-    layers: int = 28
-    heads: int = 24
-    kv_heads: int = 8
-    batch: int = 8
-    student_len: int = 256
-    teacher_len: int = 1280
-    answer: int = 32
-    top_k: int = 256
-
-
-TINY = Shape(vocab=1024, hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, batch=2, student_len=32,
-             teacher_len=96, answer=8, top_k=16)
-
-
-# --------------------------------------------------------------------------- set-up
-
-
-def build_model(s: Shape, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
-    """A randomly initialised Llama-3.2-3B-shaped causal LM (tied embeddings, as the real one)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    cfg = LlamaConfig(vocab_size=s.vocab, hidden_size=s.hidden, intermediate_size=s.intermediate,
-                      num_hidden_layers=s.layers, num_attention_heads=s.heads, num_key_value_heads=s.kv_heads,
-                      max_position_embeddings=4096, tie_word_embeddings=True, rope_theta=500_000.0)
-    cfg._attn_implementation = "sdpa"
-    with torch.device(device):
-        torch.set_default_dtype(dtype)
-        try:
-            model = LlamaForCausalLM(cfg)
-        finally:
-            torch.set_default_dtype(torch.float32)
-    return model.eval()
-
-
-def n_params(model: torch.nn.Module) -> int:
-    """Distinct parameters (tied embeddings counted once)."""
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-
-
-def with_lora(model: torch.nn.Module, dropout: float) -> torch.nn.Module:
-    """PEFT LoRA r=16, alpha=32 on every linear projection (the seed's student)."""
-    from peft import LoraConfig, get_peft_model
-
-    return get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=dropout,
-                                            target_modules=LORA_TARGETS, task_type="CAUSAL_LM"))
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def timed(fn: Callable[[], Any], device: torch.device, warmup: int, reps: int) -> float:
-    """Median seconds of one call of `fn` after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    sync(device)
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def reset_peak(device: torch.device) -> None:
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def peak_gb(device: torch.device) -> float:
-    return torch.cuda.max_memory_allocated() / 1e9 if device.type == "cuda" else float("nan")
-
-
-def random_ids(s: Shape, batch: int, length: int, device: torch.device, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator(device="cpu").manual_seed(seed)
-    return torch.randint(3, s.vocab, (batch, length), generator=g).to(device)
-
-
-def span_index(batch: int, length: int, answer: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(rows, cols) of the positions predicting the last `answer` tokens of each sequence (causal)."""
-    rows = torch.arange(batch, device=device).repeat_interleave(answer)
-    cols = torch.arange(length - answer - 1, length - 1, device=device).repeat(batch)
-    return rows, cols
-
-
-def cached_teacher(s: Shape, n: int, device: torch.device) -> TeacherTopK:
-    """A teacher top-K block as the cache would hand it over (distinct ids per token)."""
-    logits = torch.randn(n, s.vocab, device=device)
-    logp = torch.log_softmax(logits, -1)
-    top, ids = logp.topk(s.top_k, -1)
-    tail = torch.logsumexp(logp.scatter(-1, ids, float("-inf")), -1)
-    return TeacherTopK(ids=ids, logprobs=top.half(), tail_logmass=tail, logsumexp=torch.logsumexp(logits, -1))
-
 
 # --------------------------------------------------------------------------- sections
 
@@ -166,108 +61,6 @@ def bench_peak(device: torch.device, tiny: bool) -> dict[str, float]:
     b = torch.randn(n, n, device=device, dtype=dtype)
     t = timed(lambda: a @ b, device, 3, 10)
     return {"tflops": 2 * n**3 / t / 1e12, "n": n}
-
-
-class SeedStep:
-    """The seed study's training step (rebuilt): online frozen teacher copy + PEFT LoRA student, MSE top-K."""
-
-    def __init__(self, s: Shape, device: torch.device, dtype: torch.dtype, lam: float = 0.5,
-                 teacher_len: int | None = None) -> None:
-        self.s, self.device, self.lam = s, device, lam
-        self.teacher = build_model(s, device, dtype).requires_grad_(False)
-        self.student = with_lora(build_model(s, device, dtype), dropout=0.05).train()
-        params = [p for p in self.student.parameters() if p.requires_grad]
-        self.params = params
-        self.opt = torch.optim.AdamW(params, lr=2e-4, weight_decay=0.01)
-        self.t_ids = random_ids(s, s.batch, teacher_len or s.teacher_len, device, 1)
-        self.s_ids = random_ids(s, s.batch, s.student_len, device, 2)
-        self.labels = self.s_ids.clone()
-        self.labels[:, : s.student_len - s.answer] = -100  # CE on the answer only
-
-    def step(self, use_teacher: bool = True) -> None:
-        s = self.s
-        out = self.student(input_ids=self.s_ids, labels=self.labels)  # HF: logits at every position
-        loss = out.loss
-        if use_teacher:
-            with torch.no_grad():
-                t_logits = self.teacher(input_ids=self.t_ids).logits[:, -s.answer:]  # full logits, then slice
-                t_top, t_idx = t_logits.topk(s.top_k, dim=-1)
-            s_top = out.logits[:, -s.answer:].gather(-1, t_idx)
-            loss = loss + self.lam * torch.nn.functional.mse_loss(s_top.float(), t_top.float())
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-
-    def close(self) -> None:
-        del self.teacher, self.student, self.opt
-
-
-class OurStep:
-    """lamtune's trial step: teacher from the cache, logits only at the answer span, KL top-K + tail."""
-
-    def __init__(self, s: Shape, device: torch.device, dtype: torch.dtype, finetune: str = "lora",
-                 dropout: float = 0.0, compile: bool | str = False, lam: float = 0.5,
-                 base: torch.nn.Module | None = None, fp32_adapter_compute: bool = False,
-                 compile_mode: str | None = None) -> None:
-        self.s, self.device, self.lam = s, device, lam
-        model = base if base is not None else build_model(s, device, dtype)
-        if finetune == "lora":
-            model.requires_grad_(False)
-            model = with_lora(model, dropout)
-            if not fp32_adapter_compute:  # the product's add_lora does this (trainables.models)
-                adapters_in_activation_dtype(model)
-        else:
-            model.requires_grad_(True)
-        self.model = model.train()
-        self.span = AnswerSpanLM(self.model)
-        self.fwd = self.span
-        if compile == "full":  # the whole answer-span forward as one graph (CUDA graphs possible)
-            self.fwd = torch.compile(self.span, mode=compile_mode)
-        elif compile:
-            compile_decoder_layers(self.model, compile_mode)
-        self.params = [p for p in self.model.parameters() if p.requires_grad]
-        fused = device.type == "cuda"
-        self.opt = torch.optim.AdamW(self.params, lr=2e-4, weight_decay=0.01, fused=fused)
-        self.ids = random_ids(s, s.batch, s.student_len, device, 2)
-        self.mask = torch.ones_like(self.ids)
-        self.pos = torch.arange(s.student_len, device=device).expand(s.batch, -1)
-        self.rows, self.cols = span_index(s.batch, s.student_len, s.answer, device)
-        self.targets = self.ids[self.rows, self.cols + 1]
-        self.teacher = cached_teacher(s, len(self.rows), device)
-
-    def step(self) -> None:
-        logits = self.fwd(self.ids, self.mask, self.pos, self.rows, self.cols)  # [N, V], N = batch × answer
-        ce = answer_ce(logits, self.targets)
-        kd = kd_per_token(logits, self.teacher, "forward_kl")
-        loss = ce.mean() + self.lam * kd.mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-        self.opt.step()
-        self.opt.zero_grad(set_to_none=True)
-
-    def fresh_adapters(self) -> None:
-        """Re-initialise LoRA adapters and optimiser state (a new trial on the same base weights)."""
-        for m in self.model.modules():
-            if hasattr(m, "reset_lora_parameters"):
-                m.reset_lora_parameters("default", True)
-        self.opt = torch.optim.AdamW(self.params, lr=2e-4, weight_decay=0.01, fused=self.device.type == "cuda")
-
-
-def bench_seed(s: Shape, device: torch.device, dtype: torch.dtype, reps: int) -> dict[str, Any]:
-    reset_peak(device)
-    st = SeedStep(s, device, dtype)
-    t = timed(st.step, device, 2, reps)
-    out = {"step_s": t, "student_tok_s": s.batch * s.student_len / t, "peak_gb": peak_gb(device)}
-    t_sft = timed(lambda: st.step(use_teacher=False), device, 1, reps)
-    out["sft_step_s"] = t_sft
-    st.close()
-    return out
-
-
-def result_key(name: str, taken: dict[str, Any]) -> str:
-    """`name`, or `name#k` when the same variant is measured for the k-th time in one run."""
-    return name if name not in taken else f"{name}#{sum(k.split('#')[0] == name for k in taken) + 1}"
 
 
 def bench_ours(s: Shape, device: torch.device, dtype: torch.dtype, reps: int, variants: list[str]) -> dict[str, Any]:
@@ -287,7 +80,7 @@ def bench_ours(s: Shape, device: torch.device, dtype: torch.dtype, reps: int, va
         mode = "reduce-overhead" if variant.endswith("_cg") else None
         reset_peak(device)
         try:
-            st = OurStep(s, device, dtype, finetune, dropout, comp, fp32_adapter_compute=fp32_adapters,
+            st = ProductStep(s, device, dtype, finetune, dropout, comp, fp32_adapter_compute=fp32_adapters,
                          compile_mode=mode)
             t = timed(st.step, device, 3 if comp else 2, reps)
             out[name] = {"step_s": t, "student_tok_s": s.batch * s.student_len / t, "peak_gb": peak_gb(device)}
@@ -364,108 +157,11 @@ def bench_generate(s: Shape, device: torch.device, dtype: torch.dtype, batches: 
     return out
 
 
-SWEEP_TRIALS = [("sft", 0.0), ("control", 0.05), ("control", 0.5), ("distill", 0.05), ("distill", 0.1),
-                ("distill", 0.2), ("distill", 0.5), ("distill", 1.0)]
-
-
-def run_trials(s: Shape, device: torch.device, dtype: torch.dtype, steps: int, lams: list[float]) -> None:
-    """Our trials one after another in this process: each builds its own student (one model copy, no
-    teacher), compiles it and trains from the cache, as a Tune trial process does. LoRA dropout is
-    the seed's (and the product's default) 0.05."""
-    for lam in lams:
-        torch._dynamo.reset()  # a fresh trial process has no compiled graphs (the on-disk caches stay)
-        st = OurStep(s, device, dtype, "lora", 0.05, compile=True, lam=lam)
-        for _ in range(steps):
-            st.step()
-        sync(device)
-        del st
-        gc.collect()
-
-
-def _trial_process(s: Shape, device: str, dtype: torch.dtype, steps: int, lams: list[float], start: Any) -> None:
-    """A trial process sharing the GPU (Tune with resources.gpus_per_worker < 1): waits for the start
-    signal, then runs its trials."""
-    start.wait()
-    run_trials(s, torch.device(device), dtype, steps, lams)
-
-
-def build_caches(s: Shape, device: torch.device, dtype: torch.dtype, steps: int) -> None:
-    """The two caches once (few-shot at teacher length, zero-shot at student length), for every
-    example the trials see, through the product's teacher_rows()."""
-    base = build_model(s, device, dtype).requires_grad_(False)
-    span = AnswerSpanLM(base)
-    for length in (s.teacher_len, s.student_len):
-        ids = random_ids(s, steps * s.batch, length, device, 5).cpu()
-        encs = [Encoded(tuple(r.tolist()), length - s.answer) for r in ids]
-        teacher_rows(span, encs, 0, s.top_k, 16, device)
-    del base, span
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-
-
-def bench_sweep(s: Shape, device: torch.device, dtype: torch.dtype, steps: int, parallel: list[int],
-                progress: Callable[[dict[str, Any]], None] = lambda _: None) -> dict[str, Any]:
-    """8 trials (SFT, control λ 0.05/0.5, distill λ 0.05/0.1/0.2/0.5/1.0) the seed's way and ours,
-    ours with 1, 2, … trial processes sharing the GPU."""
-    import multiprocessing as mp
-
-    out: dict[str, Any] = {"trials": len(SWEEP_TRIALS), "steps_per_trial": steps}
-    # The seed's way: every trial loads its own student and teacher copy and runs the teacher online
-    # (the zero-shot control's teacher reads the student-length prompt).
-    t0 = time.perf_counter()
-    reset_peak(device)
-    for cond, lam in SWEEP_TRIALS:
-        st = SeedStep(s, device, dtype, lam=lam, teacher_len=s.student_len if cond == "control" else None)
-        for _ in range(steps):
-            st.step(use_teacher=cond != "sft")
-        sync(device)
-        st.close()
-        del st
-        gc.collect()
-    out["seed_s"] = time.perf_counter() - t0
-    out["seed_peak_gb"] = peak_gb(device)
-    print(f"  sweep seed: {out['seed_s']:.1f}s", flush=True)
-    progress(out)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    lams = [lam for _, lam in SWEEP_TRIALS]
-    out["ours"] = {}
-    for n in parallel:
-        t0 = time.perf_counter()
-        reset_peak(device)
-        build_caches(s, device, dtype, steps)
-        r: dict[str, Any] = {"cache_s": time.perf_counter() - t0}
-        if n == 1:
-            run_trials(s, device, dtype, steps, lams)
-            r["peak_gb"] = peak_gb(device)
-        else:
-            # Trial processes start (import, CUDA context) while the cache builds in a real sweep
-            # too (Tune starts trials once the cache task returns): the clock includes their start.
-            ctx = mp.get_context("spawn")
-            start = ctx.Event()
-            procs = [ctx.Process(target=_trial_process, args=(s, str(device), dtype, steps, lams[i::n], start))
-                     for i in range(n)]
-            for proc in procs:
-                proc.start()
-            start.set()
-            for proc in procs:
-                proc.join()
-            if any(proc.exitcode for proc in procs):
-                r["error"] = f"trial process exit codes {[proc.exitcode for proc in procs]}"
-        r["total_s"] = time.perf_counter() - t0
-        r["speedup"] = out["seed_s"] / r["total_s"]
-        out["ours"][f"x{n}"] = r
-        print(f"  sweep ours, {n} trial process(es) on the device: {r}", flush=True)
-        progress(out)
-    return out
-
-
 def bench_profile(s: Shape, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
     """Where our compiled LoRA step's GPU time goes: kernel time by category over 5 profiled steps."""
     from torch.profiler import ProfilerActivity, profile
 
-    st = OurStep(s, device, dtype, "lora", 0.0, compile=True)
+    st = ProductStep(s, device, dtype, "lora", 0.0, compile=True)
     for _ in range(3):
         st.step()
     sync(device)

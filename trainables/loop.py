@@ -292,19 +292,31 @@ def setup(
     if not v.trains:
         return state
     examples = training_set(cfg, tokenizer)
-    state.cache = TeacherCache(cfg.cache_paths[v.teacher_mode]) if v.uses_teacher else None
-    if state.cache is not None:
-        state.policy = make_policy(v.policy.name, v.policy.params, cfg.data.tasks)
-    state.plain_span = AnswerSpanLM(model)
+    cache = TeacherCache(cfg.cache_paths[v.teacher_mode]) if v.uses_teacher else None
+    policy = make_policy(v.policy.name, v.policy.params, cfg.data.tasks) if cache is not None else None
+    return start_training(state, examples, cache, policy, wrap_ddp)
+
+
+def start_training(
+    state: TrainState,
+    examples: Sequence[TrainExample],
+    cache: TeacherCache | None,
+    policy: LambdaPolicy | None,
+    wrap_ddp: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m,
+) -> TrainState:
+    """The training half of `setup` (also what bench/ times): span, AdamW, schedule, batches, λ policy."""
+    cfg = state.cfg
+    state.cache, state.policy = cache, policy
+    state.plain_span = AnswerSpanLM(state.model)
     # DDP over the span module, so gradient syncing sees the call.
-    state.span = wrap_ddp(state.plain_span) if world > 1 else state.plain_span
+    state.span = wrap_ddp(state.plain_span) if state.world > 1 else state.plain_span
     state.named = [(n, p) for n, p in state.span.named_parameters() if p.requires_grad]
     state.optimizer = torch.optim.AdamW(state.params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     state.scheduler = torch.optim.lr_scheduler.LambdaLR(
         state.optimizer, lr_lambda(cfg.train.warmup_steps, cfg.train.steps))
-    state.batches = batch_stream(examples, cfg.train.batch_size, cfg.train.seed, rank, world)
-    if state.policy is not None and state.policy.dev:
-        state.dev_batch = dev_batches(cfg, tokenizer, state.policy.dev)
+    state.batches = batch_stream(examples, cfg.train.batch_size, cfg.train.seed, state.rank, state.world)
+    if policy is not None and policy.dev:
+        state.dev_batch = dev_batches(cfg, state.tokenizer, policy.dev)
     return state
 
 

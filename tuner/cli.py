@@ -71,6 +71,9 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     print()
     print(f"Δ vs SFT (test, headline metric per task, mean over languages) — {spec.name}")
     print(outcome.table_markdown)
+    if outcome.table_note:
+        print()
+        print(outcome.table_note)
     print()
     print(f"results:     {outcome.results_path}")
     print(f"tensorboard: tensorboard --logdir {outcome.experiment_dir}")

@@ -35,6 +35,7 @@ class SweepOutcome:
     experiment_dir: Path
     results_path: Path
     table_markdown: str
+    table_note: str = ""  # what the table's ± and [low, high] mean, or why there is no interval
     errors: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
@@ -240,7 +241,9 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     import ray
     from ray import tune
 
-    from analysis.tables import TableError, delta_vs_sft, headline_scores, to_markdown
+    from analysis.render import render
+    from analysis.study import sweep_delta_table
+    from analysis.errors import AnalysisError
     from trainables.config import TrialConfig
     from trainables.data import check_sources
     from trainables.models import ensure_tiny_model, load_tokenizer
@@ -285,14 +288,17 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     import pandas as pd
 
     results = pd.read_parquet(results_path)
+    note = ""
     try:
-        table = to_markdown(delta_vs_sft(headline_scores(results)))
-    except TableError as err:
+        delta = sweep_delta_table(experiment_dir)
+        note, delta.note = delta.note, ""
+        table = render(delta, "md")
+    except AnalysisError as err:  # TableError included
         table = f"(no table: {err})"
     stopped = _stopped_early(results)
     if stopped:
         table += "\n\nStopped early by the scheduler (no test evaluation): " + "; ".join(stopped)
-    return SweepOutcome(experiment_dir, results_path, table, errors, notes)
+    return SweepOutcome(experiment_dir, results_path, table, note, errors, notes)
 
 
 def _job_placement_groups() -> set[str]:

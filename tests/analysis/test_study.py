@@ -91,3 +91,24 @@ def test_study_tables_gives_reasons_for_what_it_cannot_make(results, boot):
     sft_only = study_tables(results[results["condition"] == "sft"])
     assert isinstance(sft_only["delta"], Table) and isinstance(sft_only["best_lambda"], str)
     assert isinstance(sft_only["ce"], str) and isinstance(sft_only["learned_lambda"], str)
+
+
+def test_sweep_delta_table_carries_the_bootstrap_interval_of_each_delta(experiment, results, predictions):
+    from analysis.study import sweep_delta_table
+
+    t = sweep_delta_table(experiment, n_boot=200, seed=3)
+    iv = bootstrap(predictions, n_boot=200, seed=3).interval("distill λ=0.5", "sft")
+    pd.testing.assert_frame_equal(t.values, delta_table(results).values)
+    assert t.low.loc["Avg", "Δ distill λ=0.5"] == iv.at["Avg", "low"]
+    assert t.high.loc["ner", "Δ distill λ=0.5"] == iv.at["ner", "high"]
+    assert "[" in render(t, "md").splitlines()[-3]  # the Avg row shows its intervals
+
+
+def test_sweep_delta_table_without_predictions_says_why(experiment):
+    import shutil
+
+    from analysis.study import sweep_delta_table
+
+    shutil.rmtree(experiment / "predictions")
+    t = sweep_delta_table(experiment, n_boot=50)
+    assert t.low is None and "No bootstrap interval" in t.note and "predictions" in t.note

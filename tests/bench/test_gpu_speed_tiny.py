@@ -1,0 +1,47 @@
+"""The GPU benchmark's logic on a CPU (`--tiny`): it runs end to end, and the step it times for
+lamtune is the product's own `train_step` (λ policy, bookkeeping and all)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_product_step_is_the_loops_train_step():
+    from bench.harness import TINY
+    from bench.product_step import ProductStep
+    from trainables.tasks.schema import TASKS
+
+    torch.manual_seed(0)
+    st = ProductStep(TINY, torch.device("cpu"), torch.float32, "lora", 0.0, lam=0.25)
+    first = st.step()
+    # Scalars by key from train_step: the fixed policy's λ for each task in the batch, finite losses.
+    lam = {k: v for k, v in first.items() if k.startswith("lambda/")}
+    assert lam and all(v == pytest.approx(0.25) for v in lam.values())
+    assert set(lam) <= {f"lambda/{t}/mean" for t in TASKS}
+    assert first["train/kd"] > 0 and first["train/loss"] == pytest.approx(first["train/ce"] + 0.25 * first["train/kd"],
+                                                                        rel=1e-5)
+    before = [p.detach().clone() for p in st.state.params]
+    st.step()
+    assert st.state.tokens_seen == 2 * TINY.batch * TINY.answer
+    assert any(not torch.equal(a, p) for a, p in zip(before, st.state.params))  # the optimizer stepped
+
+
+def test_tiny_benchmark_runs_end_to_end(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "gpu_speed.py"), "--tiny", "--in-process", "--reps", "1",
+           "--sections", "seed,ours", "--variants", "lora_d0_eager", "--out", str(out)]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["seed"]["step_s"] > 0 and res["ours"]["lora_d0_eager"]["step_s"] > 0, res
+    assert "ours lora_d0_eager" in done.stdout
