@@ -252,7 +252,7 @@ def run_worker(
 
     # ---------------------------------------------------------------- set-up
     examples = training_set(cfg, tokenizer)
-    cache = TeacherCache(cfg.cache_paths[v.teacher_mode]) if v.uses_teacher else None
+    cache = TeacherCache(cfg.cache_paths[v.teacher_mode], vocab_size=model.config.vocab_size) if v.uses_teacher else None
     policy: LambdaPolicy | None = None if cache is None else make_policy(v.policy.name, v.policy.params, cfg.data.tasks)
     plain_span = span  # meta-λ's dev gradient runs outside DDP: every rank sees the same dev batch
     if world > 1:

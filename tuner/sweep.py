@@ -91,6 +91,11 @@ def build_caches(spec: SweepSpec, cache_root: Path, out: TextIO) -> dict[str, st
     from trainables.teacher.cache import is_complete
 
     base = TrialConfig(model=spec.model, data=spec.data, teacher=spec.teacher, train=spec.train)
+    if "checkpoint" in spec.teacher_modes() and spec.teacher.checkpoint:
+        from trainables.models import load_tokenizer
+        from trainables.teacher.checkpoint import check_tokenizer
+
+        check_tokenizer(spec.teacher.checkpoint, load_tokenizer(spec.model))  # one line, before any build
     paths: dict[str, str] = {}
     pending = {}
     remote = ray.remote(build_cache)
