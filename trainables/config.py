@@ -176,6 +176,9 @@ class EvalConfig(Section):
     test_per_pair: int = Field(500, ge=1, le=100_000)
     test_split: Literal["test", "dev"] = "test"
     batch_size: int = Field(32, ge=1, le=4096)
+    # rows × width² of one decoding batch: bounds the attention mask/scores (host memory on CPU)
+    # when real prompts are long; ~5 bytes per element measured on CPU, so 2**26 ≈ 350 MB.
+    attention_budget: int = Field(2**26, ge=2**12, le=2**40, description="max rows × width² per eval batch")
     max_new_tokens: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_MAX_NEW_TOKENS))
     mode: Literal["generate", "score"] = "generate"
     save_predictions: bool = True

@@ -70,16 +70,34 @@ def eval_items(cfg: TrialConfig, tokenizer: Any, split: str, n_per_pair: int, fe
     return items
 
 
+def length_batches(lengths: Sequence[int], batch_size: int, attention_budget: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (shortest first): at most `batch_size` rows
+    and rows × width² ≤ `attention_budget`, width being the batch's longest sequence.
+
+    The attention mask and scores of a padded batch hold rows × width² elements, so a fixed row
+    count lets one long real prompt (an MLQA context is ~8k tokens for the tiny tokenizer) cost
+    gigabytes; a sequence longer than the budget allows still runs, alone."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        current = batches[-1] if batches else None
+        width = lengths[i]  # sorted: the newest member is the widest
+        if current is not None and len(current) < batch_size and (len(current) + 1) * width * width <= attention_budget:
+            current.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 @torch.no_grad()
 def generate(model: nn.Module, tokenizer: Any, prompts: Sequence[tuple[int, ...]], max_new_tokens: int,
-             batch_size: int, device: torch.device) -> list[str]:
-    """Greedy continuations of token-id prompts (left-padded batches, sorted by length)."""
+             batch_size: int, device: torch.device, attention_budget: int = 2**26) -> list[str]:
+    """Greedy continuations of token-id prompts (left-padded batches of similar length, bounded
+    by `length_batches`)."""
     lm = causal_lm(model)
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     out: list[str] = [""] * len(prompts)
     pad = tokenizer.pad_token_id
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    for idx in length_batches([len(p) + max_new_tokens for p in prompts], batch_size, attention_budget):
         width = max(len(prompts[i]) for i in idx)
         ids = torch.full((len(idx), width), pad, dtype=torch.long)
         mask = torch.zeros_like(ids)
@@ -146,7 +164,7 @@ def predict(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: Tr
                 got = [" " + p for p in picks]
             else:
                 got = generate(model, tokenizer, [items[i].prompt_ids for i in idx], cfg.eval.max_new_tokens[task],
-                               cfg.eval.batch_size, device)
+                               cfg.eval.batch_size, device, cfg.eval.attention_budget)
             for i, text in zip(idx, got):
                 texts[i] = text
     finally:

@@ -23,6 +23,7 @@ from trainables.config import TrialConfig, compile_enabled
 from trainables.data import TrainExample, available_langs, close_with_eos, load_records, subset, training_set
 from trainables.evaluate import eval_items, evaluate
 from trainables.losses import answer_ce, kd_per_token, weighted_token_mean
+from trainables.memory import memory_metrics
 from trainables.models import AnswerSpanLM, compile_decoder_layers, load_model, load_tokenizer
 from trainables.policies import (
     ALL_TOKENS,
@@ -243,6 +244,7 @@ def run_worker(
         if rank == 0:
             metrics["time/eval_s"] = time.perf_counter() - t0
         metrics["final"] = final
+        metrics.update(memory_metrics())  # peak RSS (and GPU) of this worker so far
         report(metrics)
 
     # ---------------------------------------------------------------- evaluation-only conditions
