@@ -181,7 +181,7 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "gen_examples": int(gen_examples),
         "gen_tok_per_s": round(gen_tokens / gen_s) if gen_s else None,
         "gen_examples_per_s": round(gen_examples / gen_s, 1) if gen_s else None,
-        "peak_gpu_gb": max((r.get("mem/peak_gb", 0.0) for r in rows), default=None),
+        "peak_gpu_gb": max((r.get("mem/peak_gpu_gb", 0.0) for r in rows), default=None),
         "test_avg": rows[-1].get("test/avg"),
     }
 

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-XTREME_SAMPLE = (REPO.parent / "shared" / "data" / "xtreme-sample").resolve()
+#: The shared XTREME sample, read in place ($LAMTUNE_XTREME_SAMPLE for a checkout elsewhere, e.g. a worktree).
+XTREME_SAMPLE = Path(os.environ.get("LAMTUNE_XTREME_SAMPLE", REPO.parent / "shared" / "data" / "xtreme-sample")).resolve()
 #: The record schema every source returns (synthetic, local XTREME, hub), written out independently.
 RECORD_FIELDS = {
     "nli": {"id", "premise", "hypothesis", "label"},

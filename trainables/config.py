@@ -181,6 +181,9 @@ class EvalConfig(Section):
                              description="GPU memory planned for evaluation (KV cache, prefill); the floor of its budget")
     stop_strings: list[str] = Field(default_factory=lambda: ["\n"],
                                     description="a generated answer ends at the first of these (after its first character)")
+    # rows × width² of one decoding batch: bounds the attention mask/scores (host memory on CPU)
+    # when real prompts are long; ~5 bytes per element measured on CPU, so 2**26 ≈ 350 MB.
+    attention_budget: int = Field(2**26, ge=2**12, le=2**40, description="max rows × width² per eval batch")
     max_new_tokens: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_MAX_NEW_TOKENS))
     mode: Literal["generate", "score"] = "generate"
     save_predictions: bool = True

@@ -55,12 +55,18 @@ def prefill_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
 
 
 def batch_size_for(config: Any, dtype: torch.dtype, prompt_len: int, max_new_tokens: int, budget_bytes: int,
-                   cap: int) -> int:
-    """How many sequences of this prompt length fit in `budget_bytes` (KV cache + prefill), ≤ cap."""
-    per_seq = (kv_bytes_per_token(config, dtype) * (prompt_len + max_new_tokens)
+                   cap: int, attention_area: int | None = None) -> int:
+    """How many sequences of this prompt length fit in `budget_bytes` (KV cache + prefill), ≤ cap,
+    and, with `attention_area`, with rows × width² ≤ attention_area (width: prompt + new tokens)."""
+    width = prompt_len + max_new_tokens
+    per_seq = (kv_bytes_per_token(config, dtype) * width
                + prefill_bytes_per_token(config, dtype) * prompt_len
+               + width * width  # the boolean attention mask
                + 4 * config.vocab_size)  # the last position's fp32 logits
-    return max(1, min(cap, budget_bytes // max(1, per_seq)))
+    size = min(cap, budget_bytes // max(1, per_seq))
+    if attention_area is not None:
+        size = min(size, attention_area // (width * width))
+    return max(1, size)
 
 
 @dataclass(frozen=True)
@@ -164,12 +170,14 @@ def _decode_batch(lm: nn.Module, prompts: Sequence[Sequence[int]], max_new_token
 
 def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                     device: torch.device, budget_bytes: int, max_batch: int,
-                    stops: Sequence[str] = ()) -> tuple[list[str], GenerationStats]:
+                    stops: Sequence[str] = (), attention_area: int | None = None) -> tuple[list[str], GenerationStats]:
     """Greedy continuations of token-id prompts, in order, cut at the first stop string.
 
     Prompts are sorted by length and batched so that each batch's KV cache and prefill fit in
     `budget_bytes` (at most `max_batch` sequences); a batch ends when all its sequences have
-    produced an end token (EOS, or a token containing a stop string) or the token budget."""
+    produced an end token (EOS, or a token containing a stop string) or the token budget.
+    On the CPU, `attention_area` also bounds rows × width² of a batch: eager attention there
+    materialises every score (long real MLQA prompts once made 13 GB trials)."""
     lm = causal_lm(model)
     dtype = next(lm.parameters()).dtype
     tables = end_tables(tokenizer, model, tuple(stops)).to(device)
@@ -180,7 +188,9 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
     start = 0
     while start < len(order):
         # The longest prompt left sets the batch's size: later batches have shorter prompts.
-        size = batch_size_for(lm.config, dtype, len(prompts[order[start]]), max_new_tokens, budget_bytes, max_batch)
+        area = attention_area if device.type == "cpu" else None
+        size = batch_size_for(lm.config, dtype, len(prompts[order[start]]), max_new_tokens, budget_bytes, max_batch,
+                              area)
         idx = order[start:start + size]
         start += len(idx)
         gen, lengths, steps = _decode_batch(lm, [prompts[i] for i in idx], max_new_tokens, pad, tables, device)

@@ -26,6 +26,7 @@ from trainables.data import TrainExample, available_langs, close_with_eos, load_
 from trainables.evaluate import eval_items, evaluate
 from trainables.losses import LossParts, answer_ce, combine_losses, token_losses, weighted_token_mean
 from trainables.metric_keys import diag_key, lambda_key, on_test, train_key
+from trainables.memory import memory_metrics
 from trainables.models import AnswerSpanLM, compile_decoder_layers, load_model, load_tokenizer
 from trainables.policies import (
     ALL_TOKENS,
@@ -292,7 +293,7 @@ def setup(
     if not v.trains:
         return state
     examples = training_set(cfg, tokenizer)
-    cache = TeacherCache(cfg.cache_paths[v.teacher_mode]) if v.uses_teacher else None
+    cache = TeacherCache(cfg.cache_paths[v.teacher_mode], vocab_size=model.config.vocab_size) if v.uses_teacher else None
     policy = make_policy(v.policy.name, v.policy.params, cfg.data.tasks) if cache is not None else None
     return start_training(state, examples, cache, policy, wrap_ddp)
 
@@ -462,8 +463,7 @@ def evaluation_report(state: TrainState, step: int, eval_index: int, extra: dict
                 _save_predictions(state.out_dir, {"dev": dev_rows, "test": test_rows}, cfg)
     if rank == 0:
         metrics["time/eval_s"] = time.perf_counter() - t0
-    if state.device.type == "cuda":  # the trial's peak so far: training and evaluation
-        metrics["mem/peak_gb"] = torch.cuda.max_memory_allocated(state.device) / 2**30
+    metrics.update(memory_metrics())  # peak RSS (and GPU) of this worker so far: training and evaluation
     metrics["final"] = final
     return metrics
 

@@ -2,7 +2,7 @@
 decide how many trials share a GPU) and how much its evaluation may spend on KV cache.
 
 The estimate is deliberately simple and errs high; each trial also reports what it really used
-(`mem/peak_gb`), which the sweep prints, so the estimate can be checked on every run.
+(`mem/peak_gpu_gb`), which the sweep prints, so the estimate can be checked on every run.
 Figures that calibrate it (3B Llama shape, bf16, one H200): a LoRA step of 8×256 tokens peaked
 at 15.8 GB with 6.4 GB of weights, i.e. ≈ 53 bytes × hidden × layers per student token.
 """

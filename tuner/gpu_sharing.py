@@ -49,5 +49,5 @@ def resolve_gpu_sharing(spec: SweepSpec, out: TextIO, gpu_bytes: int | None = No
         n = trials_per_gpu(need, total)
         share = 1.0 / n
         print(f"GPU sharing (resources.gpus_per_worker=auto): {n} trial(s) per GPU — planned {need / GB:.1f} GB "
-              f"per trial of {total / GB:.0f} GB (trials report their peak as mem/peak_gb)", file=out)
+              f"per trial of {total / GB:.0f} GB (trials report their peak as mem/peak_gpu_gb)", file=out)
     return spec.model_copy(update={"resources": r.model_copy(update={"gpus_per_worker": share})})

@@ -94,6 +94,11 @@ def build_caches(spec: SweepSpec, cache_root: Path, out: TextIO) -> dict[str, st
     from trainables.teacher.cache import is_complete
 
     base = TrialConfig(model=spec.model, data=spec.data, teacher=spec.teacher, train=spec.train)
+    if "checkpoint" in spec.teacher_modes() and spec.teacher.checkpoint:
+        from trainables.models import load_tokenizer
+        from trainables.teacher.checkpoint import check_tokenizer
+
+        check_tokenizer(spec.teacher.checkpoint, load_tokenizer(spec.model))  # one line, before any build
     paths: dict[str, str] = {}
     pending = {}
     # max_calls=1: the worker process exits after its build, so the teacher's GPU memory goes back
@@ -168,7 +173,7 @@ def _progress_callback(out: TextIO) -> Any:
             ce, kd = result.get("train/ce"), result.get("train/kd")
             losses = f" ce {ce:.3f} kd {kd:.3f}" if ce is not None and kd is not None else ""
             test = f" test avg {result['test/avg']:.1f}" if "test/avg" in result else ""
-            test += f" mem {result['mem/peak_gb']:.1f} GB" if "mem/peak_gb" in result else ""
+            test += f" mem {result['mem/peak_gpu_gb']:.1f} GB" if "mem/peak_gpu_gb" in result else ""
             print(f"[{time.perf_counter() - self.t0:6.0f}s] {self._label(trial):<20} step {result.get('step', 0):>5}"
                   f"  dev avg {result.get('avg', float('nan')):5.1f}{losses}{test}", file=out, flush=True)
 
@@ -372,8 +377,8 @@ def _trial_notes(grid: Any) -> list[str]:
     peaks, retries = [], []
     for r in grid:
         label, last = _result_label(r), r.metrics or {}
-        if "mem/peak_gb" in last:
-            peaks.append(f"{label} {last['mem/peak_gb']:.1f} GB")
+        if "mem/peak_gpu_gb" in last:
+            peaks.append(f"{label} {last['mem/peak_gpu_gb']:.1f} GB")
         for row in read_retries(r.path) if r.path else []:
             retries.append(f"retried {label} (attempt {row['attempt']}: {row['reason']} — {row['error']})")
     return (["peak GPU memory per trial: " + ", ".join(peaks)] if peaks else []) + retries

@@ -19,9 +19,12 @@ import torch
 from trainables.alignment import Encoded, collate
 from trainables.config import TrialConfig, compile_enabled
 from trainables.data import TrainExample, teacher_encoding, training_pools, training_set
-from trainables.models import AnswerSpanLM, compile_decoder_layers, load_model, load_tokenizer, model_identity
+from trainables.models import (
+    AnswerSpanLM, compile_decoder_layers, load_model, load_tokenizer, model_identity, model_path,
+)
 from trainables.prompts import TEMPLATE_VERSION
 from trainables.teacher.cache import CacheWriter, TokenRows, fingerprint, is_complete
+from trainables.teacher.checkpoint import check_tokenizer, check_vocab_rows, checkpoint_identity
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +41,10 @@ def cache_key(cfg: TrialConfig, mode: str) -> dict[str, Any]:
     uses_shots = mode == "fewshot" or (mode == "checkpoint" and cfg.teacher.checkpoint_shots)
     return {
         "model": model_identity(cfg.model),
-        "teacher_model": cfg.teacher.checkpoint if mode == "checkpoint" else "base",
+        "teacher_model": ({"path": cfg.teacher.checkpoint, **checkpoint_identity(cfg.teacher.checkpoint)}
+                          if mode == "checkpoint" else "base"),
+        # 'auto' means bf16 on a GPU that has it, fp32 on CPU: the teacher's device decides.
+        "dtype": cfg.model.dtype if cfg.model.dtype != "auto" else f"auto/{'gpu' if cfg.teacher.use_gpu else 'cpu'}",
         "template": TEMPLATE_VERSION,
         "mode": mode,
         "shots": {t: d.shots[t] for t in d.tasks} if uses_shots else 0,
@@ -62,12 +68,15 @@ _STAT_NAMES = ("ids", "lp", "tail", "lse", "gold", "gold_lp", "ent")
 @torch.no_grad()
 def teacher_rows(
     span_lm: AnswerSpanLM, encodings: Sequence[Encoded], pad_id: int, top_k: int, batch_size: int,
-    device: torch.device, alignment: str = "causal",
+    device: torch.device, alignment: str = "causal", vocab_limit: int | None = None,
 ) -> list[TokenRows]:
     """Top-K statistics of the teacher at each example's answer tokens (batched by length).
 
     Pipelined: a batch's statistics are copied to pinned host memory without blocking, and the
-    host slices them into rows while the GPU already runs the next batch."""
+    host slices them into rows while the GPU already runs the next batch.
+
+    With `vocab_limit` (the student's output rows, when the teacher's layer is wider) the top-K
+    is taken over ids < vocab_limit and the extra rows' probability goes to the tail bucket."""
     order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].input_ids))
     out: list[TokenRows | None] = [None] * len(encodings)
     pending: tuple[list[int], dict[str, torch.Tensor], Any] | None = None
@@ -88,8 +97,9 @@ def teacher_rows(
         logits = span_lm(batch.input_ids, batch.attention_mask, batch.position_ids, batch.rows, batch.kd_cols)
         logp = torch.log_softmax(logits.float(), dim=-1)  # [N, V]
         lse = torch.logsumexp(logits.float(), dim=-1)
-        k = min(top_k, logp.shape[-1])
-        top_lp, top_ids = logp.topk(k, dim=-1)
+        limit = min(vocab_limit or logp.shape[-1], logp.shape[-1])
+        k = min(top_k, limit)
+        top_lp, top_ids = logp[:, :limit].topk(k, dim=-1)
         # Exact log tail mass: logsumexp over the ids outside the top-K (−inf when K = V).
         tail = torch.logsumexp(logp.scatter(-1, top_ids, float("-inf")), dim=-1)
         entropy = -(logp.exp() * logp).sum(-1)
@@ -109,6 +119,13 @@ def teacher_rows(
     return [r for r in out if r is not None]
 
 
+def student_vocab_rows(cfg: TrialConfig) -> int:
+    """The student's output rows (its config's vocab_size), read without loading its weights."""
+    from transformers import AutoConfig
+
+    return int(AutoConfig.from_pretrained(model_path(cfg.model), revision=cfg.model.revision).vocab_size)
+
+
 def build_cache(cfg: TrialConfig, root: str | Path, mode: str, device: str | None = None) -> Path:
     """Build (unless already complete) the cache of one teacher mode and return its directory."""
     directory = cache_dir(cfg, root, mode)
@@ -117,12 +134,16 @@ def build_cache(cfg: TrialConfig, root: str | Path, mode: str, device: str | Non
         return directory
     dev = torch.device(device or ("cuda" if cfg.teacher.use_gpu and torch.cuda.is_available() else "cpu"))
     tokenizer = load_tokenizer(cfg.model)
+    path = cfg.teacher.checkpoint if mode == "checkpoint" else None
+    student_rows = None
+    if mode == "checkpoint":
+        check_tokenizer(path, tokenizer)  # before any data is read or model loaded
+        student_rows = student_vocab_rows(cfg)
     pools = training_pools(cfg)
     examples = training_set(cfg, tokenizer, pools)
-    path = cfg.teacher.checkpoint if mode == "checkpoint" else None
     model = load_model(cfg.model, dev, trainable=False, path=path)
-    if model.config.vocab_size < len(tokenizer) and mode == "checkpoint":
-        raise ValueError("teacher.checkpoint has a smaller vocabulary than the student's tokenizer")
+    if mode == "checkpoint":
+        check_vocab_rows(model.config.vocab_size, student_rows, len(tokenizer))
     if compile_enabled(cfg.teacher.compile, dev.type):
         compile_decoder_layers(model)  # ~60% → ~80% of the bf16 peak on an H200 (bench/gpu_speed.py)
     span_lm = AnswerSpanLM(model)
@@ -136,12 +157,12 @@ def build_cache(cfg: TrialConfig, root: str | Path, mode: str, device: str | Non
             if t.answer_ids != e.student.answer_ids:  # guaranteed by construction; checked anyway
                 raise AssertionError(f"teacher and student answer tokens differ for {e.key}")
         rows = teacher_rows(span_lm, encs, tokenizer.pad_token_id, cfg.teacher.top_k, cfg.teacher.batch_size,
-                            dev, cfg.train.kd_alignment)
+                            dev, cfg.train.kd_alignment, vocab_limit=student_rows)
         writer.write_task(task, [e.record["id"] for e in task_examples], rows)
         n_tokens += sum(len(r.gold_id) for r in rows)
         n_teacher_tokens += sum(len(t.input_ids) for t in encs)
     seconds = time.perf_counter() - started
-    writer.finish({"stats": {"seconds": seconds, "answer_tokens": n_tokens, "teacher_tokens": n_teacher_tokens,
-                             "device": str(dev)}})
+    stats = {"seconds": seconds, "answer_tokens": n_tokens, "teacher_tokens": n_teacher_tokens, "device": str(dev)}
+    writer.finish({"vocab_rows": student_rows or model.config.vocab_size, "stats": stats})
     log.info("built teacher cache %s: %d answer tokens in %.1fs", directory, n_tokens, seconds)
     return directory

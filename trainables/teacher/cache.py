@@ -119,6 +119,7 @@ class CacheWriter:
             "n_tokens": int(offsets[-1]),
             "example_ids": list(example_ids),
             "offsets": offsets.tolist(),
+            "max_topk_id": int(cat["topk_ids"].max()) if rows and offsets[-1] else -1,
         }
 
     def finish(self, extra: dict[str, Any] | None = None) -> Path:
@@ -138,7 +139,8 @@ def is_complete(directory: str | os.PathLike) -> bool:
 class TeacherCache:
     """Read-only view of a cache: memory-mapped Arrow files and an index from example id to rows."""
 
-    def __init__(self, directory: str | os.PathLike, verify: bool = True) -> None:
+    def __init__(self, directory: str | os.PathLike, verify: bool = True, vocab_size: int | None = None) -> None:
+        """Open the cache; with `vocab_size` (the student's output rows) every top-K id must be below it."""
         self.dir = Path(directory)
         if not is_complete(self.dir):
             raise CacheError(f"no complete teacher cache at {self.dir} (run `python -m tuner cache build`)")
@@ -155,6 +157,16 @@ class TeacherCache:
             offs = meta["offsets"]
             for i, ex_id in enumerate(meta["example_ids"]):
                 self._index[(task, ex_id)] = (offs[i], offs[i + 1])
+            if vocab_size is not None:
+                self._check_ids(task, meta, vocab_size)
+
+    def _check_ids(self, task: str, meta: dict[str, Any], vocab_size: int) -> None:
+        """Raise CacheError when a cached top-K id of `task` is outside the student's vocabulary."""
+        ids = self._arrays[task]["topk_ids"]
+        top = meta.get("max_topk_id", int(ids.max()) if ids.size else -1)
+        if top >= vocab_size:
+            raise CacheError(f"teacher cache {self.dir} ({task}) holds token id {top}, outside the student's "
+                             f"vocabulary of {vocab_size}: the teacher used another tokenizer; rebuild the cache")
 
     @property
     def key(self) -> dict[str, Any]:
