@@ -272,6 +272,8 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
         if step < args.warmup:
             return args.lr * (step + 1) / args.warmup
         p = (step - args.warmup) / max(1, args.steps - args.warmup)
+        if args.max_seconds:  # the cosine ends at whichever comes first, the steps or the time
+            p = min(1.0, max(p, (time.time() - t1) / args.max_seconds))
         return args.lr * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * p)))
 
     rng = random.Random(args.seed)
