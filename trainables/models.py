@@ -50,7 +50,7 @@ def tiny_model_dir(cfg: TinyModelConfig) -> Path:
     """Where the tiny default (tokenizer + weights) for this config lives on disk."""
     fields = cfg.model_dump()
     if cfg.pretrained:
-        fields = {"pretrained": _shipped_digest(), **{k: v for k, v in fields.items() if k != "init_seed"}}
+        fields["pretrained"] = _shipped_digest()
     key = json.dumps({"v": TINY_VERSION, **fields}, sort_keys=True)
     return lamtune_home() / "tiny" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
