@@ -36,15 +36,18 @@ class Section(BaseModel):
 
 
 class TinyModelConfig(Section):
-    """Shape of the embedded default model (a small Llama built from a config)."""
+    """The embedded default model: the shipped pre-trained small Llama, or a random init of a shape."""
 
+    pretrained: bool = Field(
+        True, description="the shipped weights pre-trained to learn in context (trainables/tiny_model, "
+        "made by `python -m trainables.pretrain`); false: a seeded random init of the shape below")
     vocab_size: int = Field(2048, ge=300, le=65536)
-    hidden_size: int = Field(96, ge=16, le=128)
-    num_layers: int = Field(2, ge=1, le=8)
+    hidden_size: int = Field(128, ge=16, le=128)
+    num_layers: int = Field(4, ge=1, le=8)
     num_heads: int = Field(4, ge=1, le=16)
     intermediate_size: int = Field(256, ge=16, le=1024)
     max_positions: int = Field(2048, ge=128, le=8192)
-    init_seed: int = Field(0, ge=0)
+    init_seed: int = Field(0, ge=0, description="seed of the random init (pretrained: false)")
 
 
 class ModelConfig(Section):

@@ -19,7 +19,10 @@ from trainables.config import ModelConfig, TinyModelConfig
 
 TINY = "tiny"
 #: Bump when the tiny default's tokenizer corpus or architecture recipe changes.
-TINY_VERSION = "v2"
+TINY_VERSION = "v3"
+#: The shipped pre-trained default (package data): tokenizer, config and weights.
+SHIPPED_TINY = Path(__file__).resolve().parent / "tiny_model"
+_SHIPPED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
 
 
 class ModelUnavailable(RuntimeError):
@@ -34,24 +37,57 @@ def lamtune_home() -> Path:
 # --------------------------------------------------------------------------- the tiny default
 
 
+def _shipped_digest() -> str:
+    """A short hash of the shipped weights and tokenizer (part of the tiny default's identity)."""
+    h = hashlib.sha256()
+    for name in _SHIPPED_FILES:
+        h.update((SHIPPED_TINY / name).read_bytes())
+    return h.hexdigest()[:16]
+
+
 def tiny_model_dir(cfg: TinyModelConfig) -> Path:
-    """Where the tiny default (tokenizer + initial weights) for this shape lives on disk."""
-    key = json.dumps({"v": TINY_VERSION, **cfg.model_dump()}, sort_keys=True)
+    """Where the tiny default (tokenizer + weights) for this config lives on disk."""
+    fields = cfg.model_dump()
+    if cfg.pretrained:
+        fields["pretrained"] = _shipped_digest()
+    key = json.dumps({"v": TINY_VERSION, **fields}, sort_keys=True)
     return lamtune_home() / "tiny" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def check_tiny_shape(cfg: TinyModelConfig) -> None:
+    """With `pretrained`, the shape fields must be the shipped model's (one line naming the fix)."""
+    if not cfg.pretrained:
+        return
+    from trainables.pretrain import SHAPE
+
+    wrong = {k: getattr(cfg, k) for k, v in SHAPE.items() if getattr(cfg, k) != v}
+    if wrong:
+        raise ValueError(
+            f"model.tiny: {wrong} differ from the shipped pre-trained default {SHAPE}; "
+            "set model.tiny.pretrained=false for a random init of another shape")
+
+
 def ensure_tiny_model(cfg: TinyModelConfig) -> Path:
-    """Build (once) and return the directory of the tiny default: a BPE tokenizer trained on the
-    synthetic tasks and a randomly initialised small Llama saved with `save_pretrained`."""
+    """Install (once) and return the directory of the tiny default under $LAMTUNE_HOME.
+
+    pretrained (the default): the shipped tokenizer and weights, pre-trained by
+    `python -m trainables.pretrain` to learn in context on the synthetic tasks (copied, no training).
+    Otherwise a randomly initialised small Llama of the configured shape (seeded), with the shipped
+    tokenizer when the vocabulary size matches, else a BPE tokenizer trained on the synthetic tasks."""
+    check_tiny_shape(cfg)
     target = tiny_model_dir(cfg)
     if (target / "config.json").exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
     try:
-        tokenizer = _train_tiny_tokenizer(cfg.vocab_size)
-        tokenizer.save_pretrained(tmp)
-        _build_tiny_llama(cfg, tokenizer).save_pretrained(tmp)
+        if cfg.pretrained:
+            for name in _SHIPPED_FILES:
+                shutil.copyfile(SHIPPED_TINY / name, tmp / name)
+        else:
+            tokenizer = _tiny_tokenizer(cfg.vocab_size)
+            tokenizer.save_pretrained(tmp)
+            _build_tiny_llama(cfg, tokenizer).save_pretrained(tmp)
         try:
             os.rename(tmp, target)  # atomic: a concurrent builder's result wins, ours is dropped
         except OSError:
@@ -60,6 +96,17 @@ def ensure_tiny_model(cfg: TinyModelConfig) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _tiny_tokenizer(vocab_size: int) -> Any:
+    """The shipped tokenizer when it has this vocabulary size, else one trained now."""
+    from transformers import PreTrainedTokenizerFast
+
+    from trainables.pretrain import SHAPE
+
+    if vocab_size == SHAPE["vocab_size"]:
+        return PreTrainedTokenizerFast.from_pretrained(SHIPPED_TINY)
+    return _train_tiny_tokenizer(vocab_size)
 
 
 def _tokenizer_corpus() -> list[str]:

@@ -19,11 +19,13 @@ from trainables.prompts import render
 from trainables.teacher.build import build_cache
 
 TASKS = ["nli", "pos"]
+#: A randomly initialised tiny Llama (not the pre-trained default): the test trains its own teacher.
+RANDOM_TINY = {"pretrained": False, "hidden_size": 96, "num_layers": 2}
 
 
 def _cfg(tmp: Path, steps: int, n_train: int, variant: VariantConfig, cache_paths: dict | None = None) -> TrialConfig:
     return TrialConfig(
-        model=ModelConfig(name="tiny", finetune="full"),
+        model=ModelConfig(name="tiny", finetune="full", tiny=RANDOM_TINY),
         data=DataConfig(tasks=TASKS, eval_langs=["en"], max_train_per_task=n_train,
                         synthetic_sizes={"train": 1000, "dev": 64, "test": 96}),
         teacher=TeacherConfig(top_k=256, checkpoint=str(tmp / "teacher"), batch_size=32),
@@ -55,9 +57,9 @@ def test_distillation_from_a_trained_teacher_beats_sft_on_held_out_data(tmp_path
     teacher = run_worker(_cfg(tmp_path, 150, 1000, VariantConfig(condition="sft")), "teacher", 0, 1,
                          torch.device("cpu"), report.update)
     teacher.save_pretrained(tmp_path / "teacher")
-    load_tokenizer(ModelConfig(name="tiny")).save_pretrained(tmp_path / "teacher")
+    load_tokenizer(ModelConfig(name="tiny", tiny=RANDOM_TINY)).save_pretrained(tmp_path / "teacher")
     teacher_ce = heldout_ce(teacher, _cfg(tmp_path, 0, 1, VariantConfig()))
-    untrained = load_model(ModelConfig(name="tiny"), torch.device("cpu"), trainable=False)
+    untrained = load_model(ModelConfig(name="tiny", tiny=RANDOM_TINY), torch.device("cpu"), trainable=False)
     untrained_ce = heldout_ce(untrained, _cfg(tmp_path, 0, 1, VariantConfig()))
     # The synthetic tasks are learnable: SFT takes held-out answer CE far below the untrained model's.
     assert teacher_ce < untrained_ce - 3.0, (teacher_ce, untrained_ce)
