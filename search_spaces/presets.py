@@ -26,9 +26,13 @@ def preset_path(name: str) -> Path:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML mapping from a file (ValueError with the file name when it is not a mapping)."""
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        # libyaml when present: the pure-Python parser costs ~7 ms per preset.
+        data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as err:
         raise ValueError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot read the sweep file ({err.strerror or type(err).__name__})"
+                         if isinstance(err, OSError) else f"{path}: not a UTF-8 text file") from None
     if not isinstance(data, dict):
         raise ValueError(f"{path}: a sweep file must be a YAML mapping")
     return data

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 from tuner.loading import SpecError, load_spec
 
 
+@functools.cache
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m tuner", description="Search λ policies for few-shot logit distillation.")
     sub = p.add_subparsers(dest="command", required=True)

@@ -49,11 +49,10 @@ class SearchConfig(Section):
     def _check(self) -> "SearchConfig":
         from search_spaces.spaces import check_families
 
-        if self.searcher != "grid":
-            try:
-                check_families(self.families, self.ranges)
-            except ValueError as err:
-                raise ValueError(str(err)) from None
+        try:  # checked for grid too, where they are unused: a wrong name is still a mistake
+            check_families(self.families, self.ranges)
+        except ValueError as err:
+            raise ValueError(str(err)) from None
         if self.searcher == "random" and len(self.families) != 1:
             raise ValueError("search.families: random search takes one family (use optuna for several)")
         return self
@@ -96,10 +95,13 @@ class SweepSpec(Section):
         from trainables.policies import check_policy, make_policy
 
 
-        for v in self.variants:
+        for i, v in enumerate(self.variants):
             if v.uses_teacher:
-                check_policy(v.policy.name, v.policy.params)
-                make_policy(v.policy.name, v.policy.params, self.data.tasks)  # e.g. a prior covering every task
+                try:
+                    check_policy(v.policy.name, v.policy.params)
+                    make_policy(v.policy.name, v.policy.params, self.data.tasks)  # e.g. a prior covering every task
+                except ValueError as err:
+                    raise ValueError(f"variants.{i}.policy: {str(err).splitlines()[0]}") from None
         if not self.expanded_variants():
             raise ValueError("the sweep has no variants: set variants, distill_lambdas or add_baselines")
         labels = [v.label for v in self.expanded_variants()]

@@ -243,31 +243,34 @@ def _new_tuner(spec: SweepSpec, trainable: Any, trials: list, concurrent: int, s
 def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False,
               out: TextIO = sys.stdout) -> SweepOutcome:
     """Run the whole sweep and return where its results and table are."""
-    import ray
-    from ray import tune
-
-    from analysis.render import render
-    from analysis.study import sweep_delta_table
-    from analysis.errors import AnalysisError
     from trainables.config import TrialConfig
     from trainables.data import check_sources
     from trainables.models import ensure_tiny_model, load_tokenizer
-    from trainables.trainable import run_trial
-    from analysis.collect import write_results
 
     storage = Path(storage or default_storage()).expanduser().resolve()
     experiment_dir = storage / spec.name
     if not resume and list(experiment_dir.glob("experiment_state-*.json")):
         raise ExperimentExists(f"{experiment_dir} already holds a sweep: add --resume to continue it, "
                                "or give another --name")
-    storage.mkdir(parents=True, exist_ok=True)
-    dashboard = init_ray()
-    if dashboard:
-        print(f"Ray dashboard: {dashboard}", file=out)
+    # Everything that can be checked is checked before Ray starts or the storage is written.
     if spec.model.name == "tiny":
         ensure_tiny_model(spec.model.tiny)
     load_tokenizer(spec.model)  # fail fast, in one line, when the model cannot be reached
     check_sources(TrialConfig(model=spec.model, data=spec.data, eval=spec.eval))  # ... or the data
+
+    import ray
+    from ray import tune
+
+    from analysis.collect import write_results
+    from analysis.errors import AnalysisError
+    from analysis.render import render
+    from analysis.study import sweep_delta_table
+    from trainables.trainable import run_trial
+
+    storage.mkdir(parents=True, exist_ok=True)
+    dashboard = init_ray()
+    if dashboard:
+        print(f"Ray dashboard: {dashboard}", file=out)
 
     cache_root = Path(spec.teacher.cache_dir).expanduser() if spec.teacher.cache_dir else storage / CACHE_DIRNAME
     spec = resolve_gpu_sharing(spec, out)
