@@ -14,9 +14,6 @@ construction, see trainables/tasks/synthetic.py):
   which word means what: zero-shot the model can do no better than chance on the labels; shown k
   demonstrations it can copy the mapping from context (an induction-style lookup).
   The sweep's own data is the identity convention, one draw among many.
-- relation statements: an NLI or PAWS pair followed by its relation in words of its own
-  ("so: true/false/maybe", "same: true/false"), never the tasks' label words, so the model can
-  learn what the relations are while the label words' meaning still comes only from demonstrations.
 - parallel text: the same concept-level sentence spelled in two of the six languages, one after
   the other (word-for-word translations), so that English fine-tuning can transfer.
 - plain text: running sentences in one language.
@@ -49,10 +46,6 @@ POOL_SEED, PROBE_SEED = 1001, 1002
 ENTITY_TYPES = ("PER", "ORG", "LOC")
 #: The UPOS tags the synthetic grammar emits (the convention permutes these among themselves).
 POS_USED = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT")
-#: Share of each task among the k-shot episodes (the relational tasks need the most practice).
-EPISODE_WEIGHTS = (0.28, 0.22, 0.12, 0.18, 0.20)
-#: Plain-text words for the NLI relations (the corpus states the relation without the label words).
-RELATION_WORDS = {"entailment": "true", "contradiction": "false", "neutral": "maybe"}
 MAX_SHOTS = {"nli": 6, "pa": 6, "qa": 4, "ner": 6, "pos": 6}
 EVAL_SHOTS = {"nli": 5, "pa": 5, "qa": 3, "ner": 5, "pos": 5}
 
@@ -125,23 +118,15 @@ def sample_texts(pool: dict[tuple[str, str], list[Record]], rng: random.Random, 
     size = len(next(iter(pool.values())))
     for _ in range(n):
         u = rng.random()
-        if u < 0.72:
-            task, lang = rng.choices(TASKS, EPISODE_WEIGHTS)[0], rng.choice(LANGS)
-            k = 0 if rng.random() < 0.2 else rng.randint(1, MAX_SHOTS[task])
+        if u < 0.8:
+            task, lang = rng.choice(TASKS), rng.choice(LANGS)
+            k = 0 if rng.random() < 0.12 else rng.randint(1, MAX_SHOTS[task])
             recs = pool[(task, lang)]
             idx = rng.sample(range(size), k + 1)
             conv = draw_convention(task, rng)
             shots = [relabel(task, recs[i], conv) for i in idx[1:]]
             out.append(episode(task, relabel(task, recs[idx[0]], conv), shots))
-        elif u < 0.82:  # relations in words of their own (never the tasks' label words)
-            task, lang = rng.choice(("nli", "pa")), rng.choice(LANGS)
-            r = pool[(task, lang)][rng.randrange(size)]
-            if task == "nli":
-                text = f"{r['premise']}\n{r['hypothesis']}\nso: {RELATION_WORDS[r['label']]}"
-            else:
-                text = f"{r['sentence1']}\n{r['sentence2']}\nsame: {('false', 'true')[int(r['label'])]}"
-            out.append((text, None))
-        elif u < 0.94:  # parallel: the same sentences in two languages
+        elif u < 0.93:  # parallel: the same sentences in two languages
             a, b = rng.sample(LANGS, 2)
             lines = []
             for _ in range(rng.randint(1, 3)):

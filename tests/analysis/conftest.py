@@ -17,6 +17,7 @@ E2E_OVERRIDES = [
     "eval.dev_per_pair=2", "eval.test_per_pair=3",
     "eval.max_new_tokens={nli: 2, pa: 2, qa: 4, ner: 6, pos: 6}",
     "teacher.top_k=64", "search.scheduler=none", "search.seeds=[1, 2]",
+    "variants=[]", "control_lambda=0.05",  # the four trained columns only (no base/fewshot): CI time
 ]
 
 

@@ -49,7 +49,7 @@ def test_presets_show_and_dry_run():
 def test_spec_expansion_adds_protected_baselines():
     spec = load_spec("smoke")
     labels = [v.label for v in spec.expanded_variants()]
-    assert labels == ["sft", "control λ=0.05", "base", "fewshot", "distill λ=0.05", "distill λ=0.5"]
+    assert labels == ["sft", "control λ=0.5", "base", "fewshot", "distill λ=0.05", "distill λ=0.5"]
     assert all(v.protected for v in spec.expanded_variants() if v.condition in ("sft", "control"))
     assert not any(v.protected for v in spec.expanded_variants() if v.condition == "distill")
     assert spec.teacher_modes() == ["fewshot", "zeroshot"]

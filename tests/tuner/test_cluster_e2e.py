@@ -25,6 +25,8 @@ TINY = [
     "data.max_train_per_task=12", "data.synthetic_sizes={train: 12, dev: 4, test: 4}",
     "eval.dev_per_pair=2", "eval.test_per_pair=2",
     "eval.max_new_tokens={nli: 2, pa: 2, qa: 4, ner: 6, pos: 6}", "teacher.top_k=64",
+    # The smoke preset's machinery (ASHA, SFT + control λ=0.05 + distill), without its base/fewshot columns.
+    "variants=[]", "control_lambda=0.05", "search.scheduler=asha",
 ]
 
 

@@ -18,6 +18,8 @@ TINY = [
     "eval.dev_per_pair=2", "eval.test_per_pair=3",
     "eval.max_new_tokens={nli: 2, pa: 2, qa: 4, ner: 6, pos: 6}",
     "teacher.top_k=64",
+    # The smoke preset's machinery (ASHA, SFT + control λ=0.05 + distill), without its base/fewshot columns.
+    "variants=[]", "control_lambda=0.05", "search.scheduler=asha",
 ]
 
 
