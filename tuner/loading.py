@@ -69,7 +69,7 @@ def format_validation_error(err: ValidationError) -> str:
     got = e.get("input")
     shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
     extra = f" — and {len(err.errors()) - 1} more" if len(err.errors()) > 1 else ""
-    if msg.startswith(loc + ".") or msg.startswith(loc + ":"):
+    if not e["loc"] or msg.startswith(loc + ".") or msg.startswith(loc + ":"):
         return f"{msg}{shown}{extra}"  # the message already names the field inside this section
     return f"{loc}: {msg}{shown}{extra}"
 

@@ -49,6 +49,10 @@ def test_every_searcher_runs_a_sweep_with_asha(ray_session, tmp_path, cache_dir,
     assert len(sampled) == 1 and 0 < float(sampled.iloc[0]) and float(sampled.iloc[0]) != 0.1
     assert f"searcher {searcher}: 1 fixed trials, then 1 sampled" in out.getvalue()
     assert out.getvalue().count(" done") == 2
+    # Every report carries the trial worker's peak resident memory.
+    progress = [pd.read_csv(f) for f in (tmp_path / f"s-{searcher}").glob("trial_*/progress.csv")]
+    assert len(progress) == 2
+    assert all((p["mem/peak_rss_gb"] > 0).all() and (p["mem/peak_rss_gb"] < 8).all() for p in progress)
 
 
 def test_sampling_searchers_pickle_and_repeat_by_seed(tmp_path):
