@@ -40,7 +40,7 @@ def test_presets_show_and_dry_run():
     r = _cli("presets")
     assert r.returncode == 0 and "smoke" in r.stdout
     r = _cli("show", "smoke", "--set", "train.steps=7")
-    assert r.returncode == 0 and "steps: 7" in r.stdout and "# trials: sft, control λ=0.05" in r.stdout
+    assert r.returncode == 0 and "steps: 7" in r.stdout and "# trials: sft, control λ=0.5, base, fewshot" in r.stdout
     r = _cli("sweep", "smoke", "--dry-run", "--storage", "/nonexistent/x")
     assert r.returncode == 0
     assert "distill λ=0.5" in r.stdout and "teacher caches: fewshot, zeroshot" in r.stdout
