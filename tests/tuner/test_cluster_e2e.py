@@ -117,8 +117,10 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     storage = tmp_path / "sweeps"
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_memory_monitor_refresh_ms": "0"}
     env.pop("RAY_ADDRESS", None)
-    # Two concurrent trials at most, four in all: kill once the first pair has finished.
-    args = [sys.executable, "-m", "tuner", "sweep", "smoke", *_sets(["resources.max_concurrent_trials=2"]),
+    # Two concurrent trials at most, four in all: kill once the first pair has finished. No ASHA:
+    # every trial must reach its end for the count below (which trials ASHA stops is timing-dependent).
+    args = [sys.executable, "-m", "tuner", "sweep", "smoke",
+            *_sets(["resources.max_concurrent_trials=2", "search.scheduler=none"]),
             "--storage", str(storage), "--name", "resumable"]
     proc = subprocess.Popen(args, env=env, cwd=REPO, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -21,7 +21,7 @@ TINY = [
     "data.synthetic_sizes={train: 8, dev: 2, test: 2}",
     "train.steps=4", "train.eval_every=2", "train.batch_size=4", "train.warmup_steps=1",
     "eval.dev_per_pair=2", "eval.test_per_pair=2", "eval.max_new_tokens={nli: 2}",
-    "teacher.top_k=16", "add_baselines=false", "distill_lambdas=[0.1]",
+    "teacher.top_k=16", "add_baselines=false", "variants=[]", "distill_lambdas=[0.1]",
     "search.scheduler=asha", "search.num_samples=1", "search.families=[fixed]", "search.seed=3",
     "resources.max_concurrent_trials=2",
 ]
