@@ -170,6 +170,10 @@ class TrainConfig(Section):
     eval_every: int = Field(100, ge=1, le=10_000_000)
     compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the decoder layers (auto: on GPU)")
     seed: int = Field(42, ge=0)
+    checkpoint_every: int = Field(1, ge=0, le=1_000_000,
+                                  description="checkpoint at every N-th evaluation and the last (0: never); "
+                                  "a retried or resumed trial continues from its last checkpoint")
+    checkpoints_kept: int = Field(1, ge=1, le=100, description="checkpoints kept per trial (the newest)")
 
 
 class EvalConfig(Section):

@@ -12,6 +12,7 @@ import contextlib
 import functools
 import math
 import random
+import tempfile
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
+from trainables import checkpoints, faults
 from trainables.alignment import Batch, collate, encode
 from trainables.config import TrialConfig, compile_enabled
 from trainables.data import TrainExample, available_langs, close_with_eos, load_records, subset, training_set
@@ -44,17 +46,22 @@ from trainables.tasks.schema import TASKS
 
 
 def batch_stream(examples: Sequence[TrainExample], global_batch: int, seed: int, rank: int,
-                 world: int) -> Iterator[list[TrainExample]]:
-    """Endless shuffled global batches over all tasks pooled; each rank gets its slice."""
+                 world: int, start: int = 0) -> Iterator[list[TrainExample]]:
+    """Endless shuffled global batches over all tasks pooled; each rank gets its slice.
+
+    `start` skips that many batches first: a resumed trial continues the same order."""
     rng = random.Random(seed)
     order: list[int] = []
+    drawn = 0
     while True:
         while len(order) < global_batch:
             epoch = list(range(len(examples)))
             rng.shuffle(epoch)
             order.extend(epoch)
         take, order = order[:global_batch], order[global_batch:]
-        yield [examples[i] for i in take[rank::world]]
+        drawn += 1
+        if drawn > start:
+            yield [examples[i] for i in take[rank::world]]
 
 
 def lr_lambda(warmup: int, total: int):
@@ -112,7 +119,7 @@ class Diagnostics:
         return out
 
 
-def dev_batches(cfg: TrialConfig, tokenizer: Any, spec: DevSpec) -> Callable[[], Batch]:
+def dev_batches(cfg: TrialConfig, tokenizer: Any, spec: DevSpec, start: int = 0) -> Callable[[], Batch]:
     """Endless multilingual dev batches (gold answers) for policies with an outer objective (meta-λ).
 
     The pool holds ≤ spec.per_pair dev examples of every task × evaluation language; every rank
@@ -128,7 +135,7 @@ def dev_batches(cfg: TrialConfig, tokenizer: Any, spec: DevSpec) -> Callable[[],
                     pool.append(enc)
     if not pool:
         raise ValueError(f"no dev example fits data.max_student_len={cfg.data.max_student_len}")
-    stream = batch_stream(pool, spec.batch_size, cfg.train.seed, 0, 1)
+    stream = batch_stream(pool, spec.batch_size, cfg.train.seed, 0, 1, start)
     return lambda: collate(next(stream), tokenizer.pad_token_id, "right")
 
 
@@ -208,15 +215,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # what they use, not what fragmentation left reserved.
         torch.cuda.memory._set_allocator_settings("expandable_segments:True")
     ctx = ray.train.get_context()
-    run_worker(
-        TrialConfig.model_validate(config["trial"]),
+    kwargs = dict(
+        cfg=TrialConfig.model_validate(config["trial"]),
         trial_name=config.get("trial_name", "trial"),
         rank=ctx.get_world_rank(),
         world=ctx.get_world_size(),
         device=ray.train.torch.get_device(),
         report=ray.train.report,
         wrap_ddp=ray.train.torch.prepare_model,
+        report_checkpoint=lambda metrics, d: ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d)),
     )
+    latest = ray.train.get_checkpoint()  # set when this run is a retry or a resumed sweep's trial
+    if latest is None:
+        run_worker(**kwargs)
+        return
+    with latest.as_directory() as d:
+        run_worker(**kwargs, resume_from=Path(d))
 
 
 # ------------------------------------------------------------------------------------ set-up
@@ -248,6 +262,8 @@ class TrainState:
     dev_batch: Callable[[], Batch] | None = None
     diag: "Diagnostics" = field(default_factory=lambda: Diagnostics())
     tokens_seen: int = 0
+    examples: Sequence[TrainExample] = ()
+    dev_draws: int = 0  # dev batches drawn so far (meta-λ), for a resumed dev stream
 
     @property
     def trains(self) -> bool:
@@ -315,10 +331,22 @@ def start_training(
     state.optimizer = torch.optim.AdamW(state.params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     state.scheduler = torch.optim.lr_scheduler.LambdaLR(
         state.optimizer, lr_lambda(cfg.train.warmup_steps, cfg.train.steps))
+    state.examples = examples
     state.batches = batch_stream(examples, cfg.train.batch_size, cfg.train.seed, state.rank, state.world)
     if policy is not None and policy.dev:
         state.dev_batch = dev_batches(cfg, state.tokenizer, policy.dev)
     return state
+
+
+def resume(state: TrainState, directory: Path) -> checkpoints.Resumed:
+    """Continue a trial from its checkpoint: state restored, data streams redrawn to where it was."""
+    resumed = checkpoints.load(state, directory)
+    cfg = state.cfg
+    state.batches = batch_stream(state.examples, cfg.train.batch_size, cfg.train.seed, state.rank, state.world,
+                                 start=resumed.step)
+    if state.dev_batch is not None and state.policy is not None and state.policy.dev:
+        state.dev_batch = dev_batches(cfg, state.tokenizer, state.policy.dev, start=state.dev_draws)
+    return resumed
 
 
 # -------------------------------------------------------------------------------------- step
@@ -332,6 +360,7 @@ def dev_grads(state: TrainState) -> list[torch.Tensor]:
     DDP (plain_span): every rank sees the same dev batch, so no all-reduce is needed."""
     assert state.dev_batch is not None and state.plain_span is not None
     b = state.dev_batch().to(state.device)
+    state.dev_draws += 1
     state.model.eval()
     try:
         logits = state.plain_span(b.input_ids, b.attention_mask, b.position_ids, b.rows, b.cols)
@@ -406,7 +435,7 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
     teacher_ce = per_task_mean(-tdiag["gold_logprob"], host_task_ids) if cache is not None else {}
     scalars = step_scalars(parts, lam, task_ids, host_task_ids, teacher_ce)
     if not math.isfinite(scalars[train_key("loss")]):
-        raise FloatingPointError(f"loss is {scalars[train_key('loss')]} at step {step}")
+        raise FloatingPointError(f"non-finite loss ({scalars[train_key('loss')]}) at step {step}")
     if seconds is not None:
         scalars = {train_key("split_backward_s"): seconds, **scalars}
     state.diag.record(step, scalars, n)
@@ -476,17 +505,29 @@ def run_worker(
     device: torch.device,
     report: Callable[[dict[str, Any]], None],
     wrap_ddp: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m,
+    resume_from: Path | None = None,
+    report_checkpoint: Callable[[dict[str, Any], Path], None] | None = None,
 ) -> torch.nn.Module:
     """Train (or only evaluate) one trial's student on this worker; returns the trained model.
 
     `report` receives one metrics dict per evaluation (ray.train.report under Ray); `wrap_ddp`
-    wraps the model for data parallelism when world > 1."""
+    wraps the model for data parallelism when world > 1. With `report_checkpoint`, every
+    `train.checkpoint_every`-th evaluation goes there instead, with a checkpoint folder beside
+    it; `resume_from` is such a folder to continue from."""
     state = setup(cfg, trial_name, rank, world, device, wrap_ddp)
     if not state.trains or cfg.train.steps == 0:  # base / fewshot, or zero steps: evaluate as is
         report(evaluation_report(state, 0, 1, {}, final=True))
         return state.model
-    eval_index, t_start = 0, time.perf_counter()
-    for step in range(1, cfg.train.steps + 1):
+    first, eval_index = 1, 0
+    if resume_from is not None:
+        resumed = resume(state, resume_from)
+        first, eval_index = resumed.step + 1, resumed.eval_index
+        if resumed.step >= cfg.train.steps:  # it had finished: its last report stands
+            report(resumed.last_report)
+            return state.model
+    t_start = time.perf_counter()
+    for step in range(first, cfg.train.steps + 1):
+        faults.at_step(cfg, trial_name, rank, step)
         train_step(state, step)
         final = step == cfg.train.steps
         if step % cfg.train.eval_every == 0 or final:
@@ -494,7 +535,14 @@ def run_worker(
             extra = {**state.diag.flush(), **(state.policy.diagnostics() if state.policy is not None else {}),
                      train_key("lr"): state.scheduler.get_last_lr()[0], train_key("tokens_seen"): state.tokens_seen,
                      "time/train_s": time.perf_counter() - t_start}
-            report(evaluation_report(state, step, eval_index, extra, final))
+            metrics = evaluation_report(state, step, eval_index, extra, final)
+            every = cfg.train.checkpoint_every
+            if report_checkpoint is not None and every > 0 and (eval_index % every == 0 or final):
+                with tempfile.TemporaryDirectory(prefix="lamtune-ckpt-") as tmp:
+                    checkpoints.save(state, Path(tmp), step, eval_index, metrics)
+                    report_checkpoint(metrics, Path(tmp))
+            else:
+                report(metrics)
             t_start = time.perf_counter()
     return state.model
 

@@ -18,7 +18,7 @@ from trainables.failures import one_line, record_retry, transient_reason
 def run_trial(config: dict[str, Any]) -> None:
     """Run one trial (a condition × λ policy) as a TorchTrainer inside the Tune session."""
     import ray.tune
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
@@ -44,10 +44,12 @@ def run_trial(config: dict[str, Any]) -> None:
             train_loop_config={"trial": cfg.model_dump(), "trial_name": trial_name, "attempt": attempt},
             scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu, resources_per_worker=per_worker),
             run_config=RunConfig(
-                # Deterministic name: a restored sweep's trial finds its own run again.
-                name=f"train-{trial_name}" + (f"-retry{attempt}" if attempt else ""),
+                # One deterministic name for every attempt: a retry, or a resumed sweep's trial,
+                # finds this run's checkpoints again and its workers continue from the latest.
+                name=f"train-{trial_name}",
                 storage_path=str(Path(cfg.experiment_dir) / "train_runs"),
                 callbacks=[TuneReportCallback()],
+                checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoints_kept),
                 failure_config=FailureConfig(max_failures=0),  # retries are decided here, by cause
             ),
         )
