@@ -15,6 +15,8 @@ import pandas as pd
 from trainables.metric_keys import parse_key
 
 RESULTS_FILE = "results.parquet"
+#: The sweep's failed trials, with their one-line reasons and retries (written by the sweep).
+FAILURES_FILE = "failed_trials.json"
 
 COLUMNS = ["trial_id", "label", "condition", "policy", "policy_params", "lam", "teacher_mode", "seed", "model",
            "finetune", "kd_loss", "split", "task", "lang", "metric", "value", "step", "eval_index", "final"]
@@ -84,3 +86,10 @@ def write_results(experiment_dir: str | Path) -> Path:
     df.to_parquet(tmp, index=False)
     tmp.replace(path)
     return path
+
+
+def failed_trials(experiment_dir: str | Path) -> pd.DataFrame:
+    """One row per failed trial of a sweep: trial folder, label, reason, retries before it gave up."""
+    path = Path(experiment_dir) / FAILURES_FILE
+    rows = json.loads(path.read_text()) if path.is_file() else []
+    return pd.DataFrame(rows, columns=["trial", "label", "reason", "retries"])

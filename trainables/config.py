@@ -240,6 +240,7 @@ class VariantConfig(Section):
     label: str = ""
     teacher_mode: TeacherMode | None = Field(None, description="default: from the condition")
     protected: bool = Field(False, description="never stopped early by the scheduler (baselines)")
+    lr: float | None = Field(None, gt=0, le=1e6, description="this cell's peak learning rate (default: train.lr)")
 
     @model_validator(mode="after")
     def _defaults(self) -> "VariantConfig":
@@ -262,12 +263,13 @@ class VariantConfig(Section):
 
 def default_label(v: VariantConfig) -> str:
     """A short human label for a variant, e.g. 'distill λ=0.05'."""
+    lr = f" lr={v.lr:g}" if v.lr is not None else ""
     if not v.uses_teacher:
-        return v.condition
+        return v.condition + lr
     if v.policy.name == "fixed":
         lam = v.policy.params.get("lam", 0.0)
-        return f"{v.condition} λ={lam:g}"
-    return f"{v.condition} {v.policy.name}"
+        return f"{v.condition} λ={lam:g}{lr}"
+    return f"{v.condition} {v.policy.name}{lr}"
 
 
 class ResourcesConfig(Section):

@@ -328,7 +328,8 @@ def start_training(
     # DDP over the span module, so gradient syncing sees the call.
     state.span = wrap_ddp(state.plain_span) if state.world > 1 else state.plain_span
     state.named = [(n, p) for n, p in state.span.named_parameters() if p.requires_grad]
-    state.optimizer = torch.optim.AdamW(state.params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    lr = cfg.variant.lr if cfg.variant.lr is not None else cfg.train.lr
+    state.optimizer = torch.optim.AdamW(state.params, lr=lr, weight_decay=cfg.train.weight_decay)
     state.scheduler = torch.optim.lr_scheduler.LambdaLR(
         state.optimizer, lr_lambda(cfg.train.warmup_steps, cfg.train.steps))
     state.examples = examples

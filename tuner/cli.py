@@ -94,11 +94,13 @@ def _cmd_cache_build(args: argparse.Namespace) -> int:
     from trainables.config import TrialConfig
     from trainables.data import check_sources
     from trainables.models import ensure_tiny_model
+    from tuner.storage import check_storage
     from tuner.sweep import CACHE_DIRNAME, build_caches, default_storage, init_ray
 
     spec = load_spec(args.preset, args.overrides, args.name)
     storage = Path(args.storage or default_storage()).expanduser().resolve()
     root = Path(spec.teacher.cache_dir).expanduser() if spec.teacher.cache_dir else storage / CACHE_DIRNAME
+    check_storage(root)
     init_ray()
     if spec.model.name == "tiny":
         ensure_tiny_model(spec.model.tiny)
@@ -112,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run one command; user mistakes exit 2 with one line on stderr."""
     from trainables.models import ModelUnavailable
     from trainables.tasks.loaders.errors import DataUnavailable
+    from tuner.storage import StorageError
 
     args = _parser().parse_args(argv)
     try:
@@ -123,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_sweep(args)
         if args.command == "cache":
             return _cmd_cache_build(args)
-    except (SpecError, ModelUnavailable, DataUnavailable) as err:
+    except (SpecError, ModelUnavailable, DataUnavailable, StorageError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except ValueError as err:  # validation inside policies/tasks before any trial runs

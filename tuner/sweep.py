@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from tuner.gpu_sharing import resolve_gpu_sharing
+from tuner.storage import check_storage
 from tuner.spec import SweepSpec
 
 CACHE_DIRNAME = "teacher_cache"
@@ -90,8 +91,7 @@ def build_caches(spec: SweepSpec, cache_root: Path, out: TextIO) -> dict[str, st
     import ray
 
     from trainables.config import TrialConfig
-    from trainables.teacher.build import build_cache, cache_dir
-    from trainables.teacher.cache import is_complete
+    from trainables.teacher.build import build_cache, cache_dir, cache_problem
 
     base = TrialConfig(model=spec.model, data=spec.data, teacher=spec.teacher, train=spec.train)
     if "checkpoint" in spec.teacher_modes() and spec.teacher.checkpoint:
@@ -107,10 +107,12 @@ def build_caches(spec: SweepSpec, cache_root: Path, out: TextIO) -> dict[str, st
     for mode in spec.teacher_modes():
         target = cache_dir(base, cache_root, mode)
         paths[mode] = str(target)
-        if is_complete(target):
+        problem = cache_problem(target)  # checksums verified: a damaged cache is never used
+        if problem is None:
             print(f"teacher cache [{mode}] found: {target}", file=out)
             continue
-        print(f"teacher cache [{mode}] building: {target}", file=out)
+        why = "" if problem == "missing" else f" (the one there is {problem})"
+        print(f"teacher cache [{mode}] building: {target}{why}", file=out)
         gpu = 1 if spec.teacher.use_gpu else 0
         pending[mode] = remote.options(num_cpus=1, num_gpus=gpu).remote(base, cache_root, mode)
     t0 = time.perf_counter()
@@ -257,6 +259,7 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
         ensure_tiny_model(spec.model.tiny)
     load_tokenizer(spec.model)  # fail fast, in one line, when the model cannot be reached
     check_sources(TrialConfig(model=spec.model, data=spec.data, eval=spec.eval))  # ... or the data
+    check_storage(storage)  # ... or the storage cannot take the results
 
     import ray
     from ray import tune
@@ -290,6 +293,7 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     _release_placement_groups(pgs_before)
     errors = {_result_label(r): _one_line(r.error) for r in grid if r.error is not None}
     notes = _trial_notes(grid)
+    _write_failures(grid, experiment_dir)
 
     results_path = write_results(experiment_dir)
     _write_skipped(spec, experiment_dir)
@@ -303,9 +307,11 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
         table = render(delta, "md")
     except AnalysisError as err:  # TableError included
         table = f"(no table: {err})"
-    stopped = _stopped_early(results)
+    stopped = [line for line in _stopped_early(results) if line.split(" (step ")[0] not in errors]
     if stopped:
         table += "\n\nStopped early by the scheduler (no test evaluation): " + "; ".join(stopped)
+    if errors:
+        table += "\n\nFailed (not in the table): " + "; ".join(f"{k} ({v})" for k, v in sorted(errors.items()))
     return SweepOutcome(experiment_dir, results_path, table, note, errors, notes)
 
 
@@ -371,6 +377,17 @@ def _result_label(result: Any) -> str:
 
     label = resolved_trial(result.config or {}).get("variant", {}).get("label")
     return label or Path(result.path).name
+
+
+def _write_failures(grid: Any, experiment_dir: Path) -> None:
+    """Record each failed trial with its reason and retries (failed_trials.json, [] when none)."""
+    from analysis.collect import FAILURES_FILE
+    from trainables.failures import read_retries
+
+    rows = [{"trial": Path(r.path).name if r.path else "", "label": _result_label(r), "reason": _one_line(r.error),
+             "retries": read_retries(r.path) if r.path else []}
+            for r in grid if r.error is not None]
+    (experiment_dir / FAILURES_FILE).write_text(json.dumps(rows, indent=1, ensure_ascii=False))
 
 
 def _trial_notes(grid: Any) -> list[str]:

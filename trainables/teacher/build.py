@@ -8,10 +8,15 @@ model given by path, zero-shot unless teacher.checkpoint_shots).
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+import os
+import shutil
 import time
+import uuid
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -23,7 +28,7 @@ from trainables.models import (
     AnswerSpanLM, compile_decoder_layers, load_model, load_tokenizer, model_identity, model_path,
 )
 from trainables.prompts import TEMPLATE_VERSION
-from trainables.teacher.cache import CacheWriter, TokenRows, fingerprint, is_complete
+from trainables.teacher.cache import CacheError, CacheWriter, TeacherCache, TokenRows, fingerprint, is_complete
 from trainables.teacher.checkpoint import check_tokenizer, check_vocab_rows, checkpoint_identity
 
 log = logging.getLogger(__name__)
@@ -126,12 +131,54 @@ def student_vocab_rows(cfg: TrialConfig) -> int:
     return int(AutoConfig.from_pretrained(model_path(cfg.model), revision=cfg.model.revision).vocab_size)
 
 
+@contextlib.contextmanager
+def build_lock(directory: Path) -> Iterator[None]:
+    """Hold the exclusive build lock of one cache directory (two sweeps needing it build it once)."""
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    with open(directory.parent / f".{directory.name}.lock", "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def cache_problem(directory: Path) -> str | None:
+    """Why the cache at `directory` cannot be used (missing, incomplete, damaged), or None when it can."""
+    if not is_complete(directory):
+        return "incomplete" if directory.exists() else "missing"
+    try:
+        TeacherCache(directory, verify=True)
+    except (CacheError, OSError, ValueError, KeyError) as err:
+        return str(err).splitlines()[0] if str(err) else type(err).__name__
+    return None
+
+
 def build_cache(cfg: TrialConfig, root: str | Path, mode: str, device: str | None = None) -> Path:
-    """Build (unless already complete) the cache of one teacher mode and return its directory."""
+    """Build (unless a sound one exists) the cache of one teacher mode and return its directory.
+
+    Under the directory's lock: a complete cache that passes its checksums is kept; anything else
+    (half-written by a killed build, damaged) is replaced. The cache is written into a private
+    folder and renamed into place when complete, so no reader ever sees a partial cache."""
     directory = cache_dir(cfg, root, mode)
-    if is_complete(directory):
-        log.info("teacher cache %s already built", directory)
-        return directory
+    with build_lock(directory):
+        problem = cache_problem(directory)
+        if problem is None:
+            log.info("teacher cache %s already built", directory)
+            return directory
+        for leftover in directory.parent.glob(f"{directory.name}.partial-*"):  # killed builds' folders
+            shutil.rmtree(leftover, ignore_errors=True)
+        partial = directory.with_name(f"{directory.name}.partial-{uuid.uuid4().hex[:8]}")
+        _build_into(cfg, partial, mode, device)
+        if directory.exists():
+            log.warning("teacher cache %s was %s: replaced", directory, problem)
+            shutil.rmtree(directory)
+        os.replace(partial, directory)
+    return directory
+
+
+def _build_into(cfg: TrialConfig, directory: Path, mode: str, device: str | None) -> None:
+    """Run the teacher of `mode` over every training example and write the cache into `directory`."""
     dev = torch.device(device or ("cuda" if cfg.teacher.use_gpu and torch.cuda.is_available() else "cpu"))
     tokenizer = load_tokenizer(cfg.model)
     path = cfg.teacher.checkpoint if mode == "checkpoint" else None
@@ -165,4 +212,3 @@ def build_cache(cfg: TrialConfig, root: str | Path, mode: str, device: str | Non
     stats = {"seconds": seconds, "answer_tokens": n_tokens, "teacher_tokens": n_teacher_tokens, "device": str(dev)}
     writer.finish({"vocab_rows": student_rows or model.config.vocab_size, "stats": stats})
     log.info("built teacher cache %s: %d answer tokens in %.1fs", directory, n_tokens, seconds)
-    return directory

@@ -150,6 +150,8 @@ class TeacherCache:
         self._index: dict[tuple[str, str], tuple[int, int]] = {}
         for task, meta in self.manifest["tasks"].items():
             path = self.dir / meta["file"]
+            if not path.is_file():
+                raise CacheError(f"teacher cache file {path} is missing (the cache is damaged; rebuild it)")
             if verify and _sha256(path) != meta["sha256"]:
                 raise CacheError(f"teacher cache file {path} does not match its checksum")
             table = pa.ipc.open_file(pa.memory_map(str(path))).read_all()
