@@ -20,6 +20,7 @@ from matplotlib.ticker import NullFormatter
 
 from analysis import tables as tb
 from analysis.errors import AnalysisError
+from analysis.order import label_ranks, ordered
 from analysis.render import TASK_TITLES
 from trainables.tasks.schema import TASKS
 
@@ -33,12 +34,12 @@ def save(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
     return path
 
 
-def colors(labels: list[str]) -> dict[str, tuple]:
-    """One stable color per condition label, in the study's condition order."""
+def colors(labels: list[str], ranks: pd.Series) -> dict[str, tuple]:
+    """One stable color per condition label, in the study's condition order (`ranks`: label_ranks)."""
     from matplotlib import colormaps
 
     cmap = colormaps["tab10"]
-    return {lab: cmap(i % 10) for i, lab in enumerate(tb.ordered(sorted(set(labels))))}
+    return {lab: cmap(i % 10) for i, lab in enumerate(ordered(set(labels), ranks))}
 
 
 def _grid(n: int, ncols: int, size: tuple[float, float]) -> tuple[Figure, list[Axes]]:
@@ -135,11 +136,12 @@ def training_curves(results: pd.DataFrame) -> Figure:
     lam_tasks = [t for t in TASKS if t in set(lam["task"])]
     panels = [("ce", "CE"), ("kd", "KD"), *((t, f"λ {t.upper()}") for t in lam_tasks)]
     fig, axes = _grid(len(panels), 3, (4.2, 3.0))
-    palette = colors(list(results["label"].unique()))
+    ranks = label_ranks(results)
+    palette = colors(list(results["label"].unique()), ranks)
     for ax, (key, title) in zip(axes, panels):
         d = losses[losses["metric"] == key] if key in ("ce", "kd") else lam[lam["task"] == key]
         curves = _mean_curve(d)
-        for label in tb.ordered(list(set(curves["label"]))):
+        for label in ordered(set(curves["label"]), ranks):
             g = curves[curves["label"] == label]
             ax.plot(g["step"].to_numpy(float), g["value"].to_numpy(float), marker=".", color=palette[label],
                     label=label)
@@ -159,10 +161,11 @@ def ce_curves(results: pd.DataFrame) -> Figure:
     labels = sorted(set(teacher["label"]))
     tasks = [t for t in TASKS if t in set(teacher["task"])]
     fig, axes = _grid(len(tasks), 3, (4.2, 3.0))
-    palette = colors(labels)
+    ranks = label_ranks(results)
+    palette = colors(labels, ranks)
     cross = tb.ce_crossover(results)[tb.CE_COLUMNS["crossover_step"]]
     for ax, task in zip(axes, tasks):
-        for label in tb.ordered(labels):
+        for label in ordered(labels, ranks):
             rows = train[(train["label"] == label) & (train["task"] == task)]
             for metric, ls in (("student_ce", "-"), ("teacher_ce", "--")):
                 g = _mean_curve(rows[rows["metric"] == metric])

@@ -213,7 +213,9 @@ def seed_std(scores: pd.DataFrame, build: Callable[[pd.DataFrame], pd.DataFrame]
     seeds = list(scores["seed"].dropna().unique())
     if len(seeds) < 2:
         return None
-    mean = scores.groupby(["condition", "task", "lang"], as_index=False)["score"].mean()
+    keys = ["condition", "task", "lang"]
+    carried = {c: "first" for c in scores.columns if c not in (*keys, "score", "seed")}  # e.g. the order column
+    mean = scores.groupby(keys, as_index=False).agg({"score": "mean", **carried})
     tables = []
     for s in seeds:
         part = scores[scores["seed"] == s].drop(columns="seed")

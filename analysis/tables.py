@@ -2,6 +2,8 @@
 
 Scores are the final headline metric per trial label ("condition"), task and language, averaged
 over seeds. A task's score is the mean over its available languages; Avg is the mean over tasks.
+Conditions appear in the study's order, read from the trial columns (analysis.order), never from
+a label's text.
 
     delta_vs_sft     §1: rows tasks + Avg, columns conditions, then Δ = condition − baseline
     per_language     §2: rows conditions, columns EN … ZH, Avg, Δ vs baseline (one task)
@@ -14,17 +16,16 @@ over seeds. A task's score is the mean over its available languages; Avg is the 
 from __future__ import annotations
 
 import math
-import re
 from typing import Mapping
 
 import numpy as np
 import pandas as pd
 
 from analysis.errors import AnalysisError
+from analysis.order import ORDER_COLUMN, label_ranks, ordered
 from analysis.render import Table, render
 from trainables.tasks.schema import HEADLINE_METRIC, LANGS, TASKS
 
-CONDITION_ORDER = ("base", "fewshot", "sft", "control", "distill")
 LABEL_COLUMNS = ["condition", "policy", "policy_params", "lam", "teacher_mode"]
 CE_COLUMNS = {"teacher_ce": "teacher CE (avg)", "student_first": "student CE (first)",
               "student_last": "student CE (last)", "crossover_step": "crossover step"}
@@ -40,39 +41,26 @@ def _require(df: pd.DataFrame, need: set[str], what: str) -> None:
 
 
 def headline_scores(results: pd.DataFrame, split: str = "test", by_seed: bool = False) -> pd.DataFrame:
-    """Final headline score per trial label, task and language: columns condition, task, lang, score.
+    """Final headline score per trial label, task and language: columns condition, task, lang, score, order.
 
-    `condition` is the trial's label (e.g. 'distill λ=0.05'); seeds are averaged, or kept apart
-    in a `seed` column when `by_seed`."""
-    _require(results, {"split", "task", "lang", "metric", "value", "label", "final", *(["seed"] if by_seed else [])},
-             "results")
+    `condition` is the trial's label (e.g. 'distill λ=0.05'); `order` its rank in the study's order
+    (analysis.order.label_ranks); seeds are averaged, or kept apart in a `seed` column when `by_seed`."""
+    _require(results, {"split", "task", "lang", "metric", "value", "label", "condition", "lam", "final",
+                       *(["seed"] if by_seed else [])}, "results")
     df = results[(results["split"] == split) & results["final"].astype(bool) & results["lang"].isin(LANGS)
                  & results["task"].isin(TASKS)]
     df = df[df["metric"] == df["task"].map(HEADLINE_METRIC)]
     keys = ["label", "seed", "task", "lang"] if by_seed else ["label", "task", "lang"]
     out = df.groupby(keys, as_index=False, dropna=False)["value"].mean()
+    out[ORDER_COLUMN] = out["label"].map(label_ranks(results))
     return out.rename(columns={"label": "condition", "value": "score"})
 
 
-def label_lambda(label: str) -> float:
-    """The λ written in a label ('distill λ=0.05' → 0.05), else NaN."""
-    m = re.search(r"λ=([0-9.eE+-]+)", label)
-    try:
-        return float(m[1]) if m else math.nan
-    except ValueError:
-        return math.nan
-
-
-def ordered(conditions: list[str]) -> list[str]:
-    """Conditions in the study's order: base, fewshot, sft, control, distill (then by λ, then name)."""
-
-    def key(c: str) -> tuple[int, float, str]:
-        head = c.split("/")[-1].split(" ")[0]
-        lam = label_lambda(c)
-        rank = CONDITION_ORDER.index(head) if head in CONDITION_ORDER else len(CONDITION_ORDER)
-        return (rank, lam if not math.isnan(lam) else math.inf, c)
-
-    return sorted(conditions, key=key)
+def score_ranks(scores: pd.DataFrame) -> pd.Series:
+    """Condition → rank of a scores frame (its `order` column; none without one: conditions by name)."""
+    if ORDER_COLUMN not in scores.columns:
+        return pd.Series(dtype=float)
+    return scores.groupby("condition")[ORDER_COLUMN].min()
 
 
 def _check_scores(scores: pd.DataFrame) -> None:
@@ -83,7 +71,8 @@ def _check_scores(scores: pd.DataFrame) -> None:
 
 def _check_baseline(scores: pd.DataFrame, baseline: str) -> None:
     if baseline not in set(scores["condition"]):
-        raise TableError(f"no {baseline!r} baseline among the conditions {ordered(list(set(scores['condition'])))}")
+        among = ordered(set(scores["condition"]), score_ranks(scores))
+        raise TableError(f"no {baseline!r} baseline among the conditions {among}")
 
 
 def task_scores(scores: pd.DataFrame) -> pd.DataFrame:
@@ -92,7 +81,7 @@ def task_scores(scores: pd.DataFrame) -> pd.DataFrame:
     per_task = scores.groupby(["task", "condition"])["score"].mean().unstack("condition")
     per_task = per_task.reindex([t for t in TASKS if t in per_task.index])
     per_task.loc["Avg"] = per_task.mean(axis=0)
-    per_task = per_task[ordered(list(per_task.columns))]
+    per_task = per_task[ordered(per_task.columns, score_ranks(scores))]
     per_task.index.name, per_task.columns.name = "task", None
     return per_task
 
@@ -123,7 +112,7 @@ def per_language(scores: pd.DataFrame, task: str, baseline: str | None = "sft") 
     wide = wide[[lang for lang in LANGS if lang in wide.columns]]
     wide.columns = [lang.upper() for lang in wide.columns]
     wide["Avg"] = wide.mean(axis=1)
-    wide = wide.loc[ordered(list(wide.index))]
+    wide = wide.loc[ordered(wide.index, score_ranks(df))]
     wide.index.name, wide.columns.name = "condition", None
     if baseline is not None:
         _check_baseline(df, baseline)
@@ -149,15 +138,16 @@ def control_pairs(results: pd.DataFrame) -> dict[str, str]:
     if distills.empty or controls.empty:
         raise TableError("a Dist − Ctrl gap needs both distill and control trials")
     pairs: dict[str, str] = {}
+    ranks = label_ranks(results)
     for d, row in distills.iterrows():
         same = controls[(controls["policy"] == row["policy"]) & (controls["policy_params"] == row["policy_params"])]
         if len(same):
-            pairs[d] = ordered(list(same.index))[0]
+            pairs[d] = ordered(same.index, ranks)[0]
         elif len(controls) == 1:
             pairs[d] = controls.index[0]
         else:
             dist = (np.log(controls["lam"].astype(float)) - np.log(float(row["lam"]))).abs()
-            pairs[d] = dist.idxmin() if dist.notna().any() else ordered(list(controls.index))[0]
+            pairs[d] = dist.idxmin() if dist.notna().any() else ordered(controls.index, ranks)[0]
     return pairs
 
 
@@ -222,13 +212,15 @@ def learned_lambda(results: pd.DataFrame, agg: str = "mean") -> pd.DataFrame:
     """Rows: conditions that report λ per task; columns: tasks; the last reported λ (mean over seeds).
 
     `agg='std'` gives the spread over seeds instead."""
-    _require(results, {"split", "metric", "task", "step", "eval_index", "trial_id", "label", "value"}, "results")
+    _require(results, {"split", "metric", "task", "step", "eval_index", "trial_id", "label", "condition", "lam",
+                       "value"}, "results")
     lam = results[(results["split"] == "train") & (results["metric"] == "lambda") & results["task"].isin(TASKS)]
     if lam.empty:
         raise TableError("no trial reported λ per task (lambda/<task>/mean): only distill/control trials do")
     last = _last_per_trial(lam)
     table = last.pivot_table(index="label", columns="task", values="value", aggfunc=agg)
-    table = table.reindex(index=ordered(list(table.index)), columns=[t for t in TASKS if t in table.columns])
+    table = table.reindex(index=ordered(table.index, label_ranks(results)),
+                          columns=[t for t in TASKS if t in table.columns])
     table.index.name, table.columns.name = "condition", None
     return table
 
@@ -238,7 +230,8 @@ def ce_crossover(results: pd.DataFrame, agg: str = "mean") -> pd.DataFrame:
     student CE at the first and last report, and the crossover step (NaN: never crossed).
 
     Seeds are averaged (`agg='std'`: their spread)."""
-    _require(results, {"split", "metric", "task", "step", "eval_index", "trial_id", "label", "value"}, "results")
+    _require(results, {"split", "metric", "task", "step", "eval_index", "trial_id", "label", "condition", "lam",
+                       "value"}, "results")
     d = results[(results["split"] == "train") & results["task"].isin(TASKS)
                 & results["metric"].isin(["teacher_ce", "student_ce", "crossover_step"])]
     teacher = d[d["metric"] == "teacher_ce"]
@@ -256,7 +249,8 @@ def ce_crossover(results: pd.DataFrame, agg: str = "mean") -> pd.DataFrame:
     })
     per_trial = per_trial[per_trial["teacher_ce"].notna()]
     table = per_trial.groupby(level=["label", "task"]).agg(agg).rename(columns=CE_COLUMNS)
-    rows = [(c, t) for c in ordered(list(set(table.index.get_level_values(0)))) for t in TASKS if (c, t) in table.index]
+    labels = ordered(set(table.index.get_level_values(0)), label_ranks(results))
+    rows = [(c, t) for c in labels for t in TASKS if (c, t) in table.index]
     table = table.loc[rows]
     table.index.names = ["condition", "task"]
     return table

@@ -155,17 +155,24 @@ def trial_reports(experiment_dir: Path) -> dict[str, list[dict[str, Any]]]:
 
 def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """A trial's figures from its own reports: start-up, training rate, evaluation rates, memory."""
+    from trainables.metric_keys import ALL, AVG, eval_key, gen_key, mem_key, on_test, time_key, train_key
+
     if not rows:
         return {"status": "no report"}
-    train_tokens = sum(r.get("train/tokens_seen", 0) for r in rows[:1]) + sum(
-        b.get("train/tokens_seen", 0) - a.get("train/tokens_seen", 0) for a, b in zip(rows, rows[1:]))
-    train_s = sum(r.get("time/train_s", 0.0) for r in rows)
-    eval_s = sum(r.get("time/eval_s", 0.0) for r in rows)
-    gen_tokens = sum(r.get("gen/tokens", 0) + r.get("test/gen/tokens", 0) for r in rows)
-    gen_examples = sum(r.get("gen/examples", 0) + r.get("test/gen/examples", 0) for r in rows)
-    gen_s = sum(r.get("gen/seconds", 0.0) + r.get("test/gen/seconds", 0.0) for r in rows)
+    seen, train_k, eval_k = train_key("tokens_seen"), time_key("train_s"), time_key("eval_s")
+
+    def gen(r: dict[str, Any], name: str, zero: float) -> float:
+        return r.get(gen_key(name), zero) + r.get(on_test(gen_key(name)), zero)
+
+    train_tokens = sum(r.get(seen, 0) for r in rows[:1]) + sum(
+        b.get(seen, 0) - a.get(seen, 0) for a, b in zip(rows, rows[1:]))
+    train_s = sum(r.get(train_k, 0.0) for r in rows)
+    eval_s = sum(r.get(eval_k, 0.0) for r in rows)
+    gen_tokens = sum(gen(r, "tokens", 0) for r in rows)
+    gen_examples = sum(gen(r, "examples", 0) for r in rows)
+    gen_s = sum(gen(r, "seconds", 0.0) for r in rows)
     first = rows[0]
-    startup = first.get("time_total_s", 0.0) - first.get("time/train_s", 0.0) - first.get("time/eval_s", 0.0)
+    startup = first.get("time_total_s", 0.0) - first.get(train_k, 0.0) - first.get(eval_k, 0.0)
     steps = rows[-1].get("step", 0)
     return {
         "status": "finished" if rows[-1].get("final") else f"stopped at step {steps}",
@@ -181,8 +188,8 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "gen_examples": int(gen_examples),
         "gen_tok_per_s": round(gen_tokens / gen_s) if gen_s else None,
         "gen_examples_per_s": round(gen_examples / gen_s, 1) if gen_s else None,
-        "peak_gpu_gb": max((r.get("mem/peak_gpu_gb", 0.0) for r in rows), default=None),
-        "test_avg": rows[-1].get("test/avg"),
+        "peak_gpu_gb": max((r.get(mem_key("peak_gpu_gb"), 0.0) for r in rows), default=None),
+        "test_avg": rows[-1].get(eval_key(ALL, AVG, split="test")),
     }
 
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from trainables.loop import TrainState
+#: `state` below is a worker's `trainables.loop.TrainState` (not imported: the loop imports this module).
+TrainState = Any
 
 #: Bumped when the layout changes: an older checkpoint is refused, not misread.
 FORMAT = 1
@@ -41,7 +41,7 @@ class Resumed:
     last_report: dict[str, Any]
 
 
-def trainable_weights(state: "TrainState") -> dict[str, torch.Tensor]:
+def trainable_weights(state: TrainState) -> dict[str, torch.Tensor]:
     """The trainable parameters by name (the bare span's names, the same with or without DDP)."""
     assert state.plain_span is not None
     return {n: p.detach() for n, p in state.plain_span.named_parameters() if p.requires_grad}
@@ -55,7 +55,7 @@ def _rng_state() -> dict[str, Any]:
     return out
 
 
-def save(state: "TrainState", directory: Path, step: int, eval_index: int, last_report: dict[str, Any]) -> None:
+def save(state: TrainState, directory: Path, step: int, eval_index: int, last_report: dict[str, Any]) -> None:
     """Write this rank's part of the trial's checkpoint at `step` into `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     torch.save(_rng_state(), directory / f"rng-rank{state.rank}.pt")
@@ -82,7 +82,7 @@ def save(state: "TrainState", directory: Path, step: int, eval_index: int, last_
     tmp.replace(directory / TRAINER_FILE)
 
 
-def load(state: "TrainState", directory: Path) -> Resumed:
+def load(state: TrainState, directory: Path) -> Resumed:
     """Restore a worker's state (built by `setup` for the same trial) from a checkpoint folder."""
     path = directory / TRAINER_FILE
     if not path.is_file():

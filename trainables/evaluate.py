@@ -2,7 +2,7 @@
 
 Reports `<task>/<lang>/<metric>` (0–100), `<task>/<lang>/parse_fail` (% of outputs that could
 not be parsed; they count as wrong), `<task>/avg` (the headline metric averaged over the
-task's languages) and `avg` (the mean of the task averages).
+task's languages) and `avg` (the mean of the task averages), spelled by trainables.metric_keys.
 
 A (task, language) pair the real dataset lacks (PAWS-X has no Hindi, MLQA no French) is not
 evaluated and reports nothing — no zero that would drag averages down; `skipped_pairs` lists
@@ -24,6 +24,7 @@ from trainables.config import TrialConfig
 from trainables.data import available_langs, close_with_eos, fewshot_encoding, load_records, subset
 from trainables.generation import GenerationStats, greedy_generate
 from trainables.memory_plan import eval_budget_bytes
+from trainables.metric_keys import ALL, AVG, eval_key, gen_key
 from trainables.models import AnswerSpanLM
 from trainables.prompts import render
 from trainables.tasks import get_task, metric
@@ -146,6 +147,7 @@ def score(items: Sequence[EvalItem], texts: Sequence[str], cfg: TrialConfig) -> 
     """Metrics over items given their output texts, and one prediction row per example."""
     rows: list[dict[str, Any]] = []
     metrics: dict[str, float] = {}
+    task_avgs: list[float] = []
     for task in cfg.data.tasks:
         spec = get_task(task)
         task_pairs = [(it, t) for it, t in zip(items, texts, strict=True) if it.task == task]
@@ -159,16 +161,16 @@ def score(items: Sequence[EvalItem], texts: Sequence[str], cfg: TrialConfig) -> 
             refs = [spec.reference(it.record) for it, _ in pairs]
             scores = metric(task, lang, preds, refs)
             for name, value in scores.items():
-                metrics[f"{task}/{lang}/{name}"] = float(value)
-            metrics[f"{task}/{lang}/parse_fail"] = 100.0 * sum(p.failed for p in parsed) / len(parsed)
+                metrics[eval_key(task, lang, name)] = float(value)
+            metrics[eval_key(task, lang, "parse_fail")] = 100.0 * sum(p.failed for p in parsed) / len(parsed)
             per_lang[lang] = float(scores[HEADLINE_METRIC[task]])
             for (it, text), p, ref in zip(pairs, parsed, refs):
                 rows.append({"task": task, "lang": lang, "example_id": it.record["id"], "output": text,
                              "prediction": json.dumps(p.prediction, ensure_ascii=False),
                              "reference": json.dumps(ref, ensure_ascii=False), "parse_failed": p.failed})
-        metrics[f"{task}/avg"] = sum(per_lang.values()) / len(per_lang)
-    task_avgs = [v for k, v in metrics.items() if k.endswith("/avg")]
-    metrics["avg"] = sum(task_avgs) / len(task_avgs) if task_avgs else 0.0
+        task_avgs.append(sum(per_lang.values()) / len(per_lang))
+        metrics[eval_key(task, AVG)] = task_avgs[-1]
+    metrics[eval_key(ALL, AVG)] = sum(task_avgs) / len(task_avgs) if task_avgs else 0.0
     return metrics, rows
 
 
@@ -209,7 +211,7 @@ def evaluate(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: T
         return {}, []
     metrics, rows = score(items, texts, cfg)
     seconds = time.perf_counter() - t0
-    metrics.update({"gen/examples": float(stats.sequences), "gen/tokens": float(stats.generated_tokens),
-                    "gen/prompt_tokens": float(stats.prompt_tokens), "gen/batches": float(stats.batches),
-                    "gen/seconds": seconds})
+    metrics.update({gen_key("examples"): float(stats.sequences), gen_key("tokens"): float(stats.generated_tokens),
+                    gen_key("prompt_tokens"): float(stats.prompt_tokens), gen_key("batches"): float(stats.batches),
+                    gen_key("seconds"): seconds})
     return metrics, rows

@@ -27,7 +27,7 @@ from trainables.config import TrialConfig, compile_enabled
 from trainables.data import TrainExample, available_langs, close_with_eos, load_records, subset, training_set
 from trainables.evaluate import eval_items, evaluate
 from trainables.losses import LossParts, answer_ce, combine_losses, token_losses, weighted_token_mean
-from trainables.metric_keys import diag_key, lambda_key, on_test, train_key
+from trainables.metric_keys import diag_key, lambda_key, on_test, time_key, train_key
 from trainables.memory import memory_metrics
 from trainables.models import AnswerSpanLM, compile_decoder_layers, load_model, load_tokenizer
 from trainables.policies import (
@@ -492,7 +492,7 @@ def evaluation_report(state: TrainState, step: int, eval_index: int, extra: dict
             if rank == 0:
                 _save_predictions(state.out_dir, {"dev": dev_rows, "test": test_rows}, cfg)
     if rank == 0:
-        metrics["time/eval_s"] = time.perf_counter() - t0
+        metrics[time_key("eval_s")] = time.perf_counter() - t0
     metrics.update(memory_metrics())  # peak RSS (and GPU) of this worker so far: training and evaluation
     metrics["final"] = final
     return metrics
@@ -535,7 +535,7 @@ def run_worker(
             eval_index += 1
             extra = {**state.diag.flush(), **(state.policy.diagnostics() if state.policy is not None else {}),
                      train_key("lr"): state.scheduler.get_last_lr()[0], train_key("tokens_seen"): state.tokens_seen,
-                     "time/train_s": time.perf_counter() - t_start}
+                     time_key("train_s"): time.perf_counter() - t_start}
             metrics = evaluation_report(state, step, eval_index, extra, final)
             every = cfg.train.checkpoint_every
             if report_checkpoint is not None and every > 0 and (eval_index % every == 0 or final):

@@ -5,6 +5,8 @@ from __future__ import annotations
 import resource
 import sys
 
+from trainables.metric_keys import mem_key
+
 GB = 2**30
 
 
@@ -25,8 +27,8 @@ def peak_gpu_gb() -> float | None:
 
 def memory_metrics() -> dict[str, float]:
     """{'mem/peak_rss_gb': …, and 'mem/peak_gpu_gb': … when CUDA is in use}."""
-    out = {"mem/peak_rss_gb": peak_rss_gb()}
+    out = {mem_key("peak_rss_gb"): peak_rss_gb()}
     gpu = peak_gpu_gb()
     if gpu is not None:
-        out["mem/peak_gpu_gb"] = gpu
+        out[mem_key("peak_gpu_gb")] = gpu
     return out

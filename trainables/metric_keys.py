@@ -9,6 +9,12 @@ results.parquet. Nothing else spells a key.
     train/<name>                   → split train, task "all", lang "all", metric name (`train_key`)
     lambda/<task>/mean             → split train, task, lang "all", metric "lambda"   (`lambda_key`)
     diag/<task>/<name>             → split train, task, lang "all", metric name       (`diag_key`)
+
+Reported alongside, but not results (`parse_key` gives None; they stay in result.json):
+
+    [test/]gen/<name>              decoding counts of one evaluation           (`gen_key`)
+    mem/<name>                     the trial process's peak memory             (`mem_key`)
+    time/<name>                    wall-clock seconds of a phase               (`time_key`)
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ from typing import Callable, NamedTuple
 
 from trainables.tasks.schema import LANGS, TASKS
 
-__all__ = ["KeyParts", "diag_key", "eval_key", "lambda_key", "on_test", "parse_key", "train_key"]
+__all__ = ["ALL", "AVG", "HEADLINE", "KeyParts", "diag_key", "eval_key", "gen_key", "lambda_key", "mem_key",
+           "on_test", "parse_key", "time_key", "train_key"]
 
 #: A trial's settings use "all" for a pooled task or language; "avg" for an average over languages.
 ALL, AVG, HEADLINE = "all", "avg", "headline"
@@ -62,6 +69,21 @@ def lambda_key(task: str) -> str:
 def diag_key(task: str, name: str) -> str:
     """A per-task diagnostic: 'diag/ner/teacher_ce'."""
     return f"diag/{task}/{name}"
+
+
+def gen_key(name: str) -> str:
+    """A decoding count of one evaluation: 'gen/tokens' (on_test gives the test split's)."""
+    return f"gen/{name}"
+
+
+def mem_key(name: str) -> str:
+    """A peak-memory reading of the trial's process: 'mem/peak_gpu_gb'."""
+    return f"mem/{name}"
+
+
+def time_key(name: str) -> str:
+    """Wall-clock seconds of a phase: 'time/eval_s'."""
+    return f"time/{name}"
 
 
 def _split(prefix: str | None) -> str:

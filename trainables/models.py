@@ -4,6 +4,7 @@ answer-span forward that computes vocabulary logits only where a loss or metric 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -37,6 +38,7 @@ def lamtune_home() -> Path:
 # --------------------------------------------------------------------------- the tiny default
 
 
+@functools.lru_cache(maxsize=1)
 def _shipped_digest() -> str:
     """A short hash of the shipped weights and tokenizer (part of the tiny default's identity)."""
     h = hashlib.sha256()

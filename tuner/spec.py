@@ -24,6 +24,7 @@ from trainables.config import (
     TrialConfig,
     VariantConfig,
 )
+from trainables.metric_keys import ALL, AVG, eval_key
 
 
 class SearchConfig(Section):
@@ -39,7 +40,7 @@ class SearchConfig(Section):
     num_samples: int = Field(8, ge=1, le=100_000, description="sampled trials (optuna/random)")
     seed: int = Field(0, ge=0, description="sampler seed: the same seed gives the same trials")
     scheduler: Literal["asha", "none"] = "asha"
-    metric: str = Field("avg", min_length=1, description="a reported metric, e.g. avg or ner/avg")
+    metric: str = Field(eval_key(ALL, AVG), min_length=1, description="a reported metric, e.g. avg or ner/avg")
     mode: Literal["max", "min"] = "max"
     grace_period: int = Field(1, ge=1, le=10_000, description="evaluations before ASHA may stop a trial")
     reduction_factor: float = Field(2.0, gt=1, le=100)

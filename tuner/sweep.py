@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from trainables.metric_keys import ALL, AVG, eval_key, mem_key, train_key
 from tuner.gpu_sharing import resolve_gpu_sharing
 from tuner.storage import check_storage
 from tuner.spec import SweepSpec
@@ -172,12 +173,14 @@ def _progress_callback(out: TextIO) -> Any:
             return resolved_trial(trial.config).get("variant", {}).get("label", trial.trial_id)
 
         def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-            ce, kd = result.get("train/ce"), result.get("train/kd")
+            ce, kd = result.get(train_key("ce")), result.get(train_key("kd"))
             losses = f" ce {ce:.3f} kd {kd:.3f}" if ce is not None and kd is not None else ""
-            test = f" test avg {result['test/avg']:.1f}" if "test/avg" in result else ""
-            test += f" mem {result['mem/peak_gpu_gb']:.1f} GB" if "mem/peak_gpu_gb" in result else ""
+            test_avg, peak = eval_key(ALL, AVG, split="test"), mem_key("peak_gpu_gb")
+            test = f" test avg {result[test_avg]:.1f}" if test_avg in result else ""
+            test += f" mem {result[peak]:.1f} GB" if peak in result else ""
+            dev_avg = result.get(eval_key(ALL, AVG), float("nan"))
             print(f"[{time.perf_counter() - self.t0:6.0f}s] {self._label(trial):<20} step {result.get('step', 0):>5}"
-                  f"  dev avg {result.get('avg', float('nan')):5.1f}{losses}{test}", file=out, flush=True)
+                  f"  dev avg {dev_avg:5.1f}{losses}{test}", file=out, flush=True)
 
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             print(f"[{time.perf_counter() - self.t0:6.0f}s] {self._label(trial):<20} done", file=out, flush=True)
@@ -352,7 +355,7 @@ def _stopped_early(results: Any) -> list[str]:
     if results.empty:
         return []
     final = set(results.loc[results["final"], "trial_id"])
-    dev = results[(results["split"] == "dev") & (results["task"] == "all") & (results["lang"] == "avg")]
+    dev = results[(results["split"] == "dev") & (results["task"] == ALL) & (results["lang"] == AVG)]
     out = []
     for trial_id, rows in dev.groupby("trial_id"):
         if trial_id not in final:
@@ -396,9 +399,9 @@ def _trial_notes(grid: Any) -> list[str]:
 
     peaks, retries = [], []
     for r in grid:
-        label, last = _result_label(r), r.metrics or {}
-        if "mem/peak_gpu_gb" in last:
-            peaks.append(f"{label} {last['mem/peak_gpu_gb']:.1f} GB")
+        label, last, peak = _result_label(r), r.metrics or {}, mem_key("peak_gpu_gb")
+        if peak in last:
+            peaks.append(f"{label} {last[peak]:.1f} GB")
         for row in read_retries(r.path) if r.path else []:
             retries.append(f"retried {label} (attempt {row['attempt']}: {row['reason']} — {row['error']})")
     return (["peak GPU memory per trial: " + ", ".join(peaks)] if peaks else []) + retries

@@ -7,6 +7,7 @@ import pytest
 
 from analysis import AnalysisError, plots
 from analysis import tables as tb
+from analysis.order import label_ranks
 
 
 def test_lambda_sweep_panels_log_x_and_sft_line(results):
@@ -51,3 +52,17 @@ def test_plots_refuse_data_they_cannot_show(results):
         plots.training_curves(results[results["split"] != "train"])
     with pytest.raises(AnalysisError, match="no teacher-vs-student"):
         plots.ce_curves(results[results["metric"] != "teacher_ce"])
+
+
+def test_curves_and_colors_follow_the_trial_columns_not_the_label_text(results):
+    misleading = {"sft": "zz baseline", "control λ=0.05": "distill λ=9", "distill λ=0.05": "λ=7 big",
+                  "distill λ=0.5": "distill λ=0.01"}
+    r = results.assign(label=results["label"].map(misleading))
+    want = ["zz baseline", "distill λ=9", "λ=7 big", "distill λ=0.01"]
+    ce_panel = plots.training_curves(r).axes[0]
+    assert [line.get_label() for line in ce_panel.get_lines()] == want
+    palette = plots.colors(want, label_ranks(r))
+    assert [line.get_color() for line in ce_panel.get_lines()] == [palette[lab] for lab in want]
+    assert list(palette) == want
+    teacher = [line.get_label() for line in plots.ce_curves(r).axes[0].get_lines() if line.get_label()[0] != "_"]
+    assert teacher == [f"{lab} ({m})" for lab in want[1:] for m in ("student", "teacher")]

@@ -10,10 +10,16 @@ import pytest
 
 from analysis import tables as tb
 from analysis.errors import AnalysisError
+from analysis.order import label_ranks
 
 
-def _scores(rows):
-    return pd.DataFrame(rows, columns=["condition", "task", "lang", "score"])
+#: The rank of each SCORES label, as headline_scores gives it from the trial columns.
+RANKS = {"sft": 0, "control λ=0.05": 1, "distill λ=0.05": 2, "distill λ=0.5": 3}
+
+
+def _scores(rows, ranks=RANKS):
+    df = pd.DataFrame(rows, columns=["condition", "task", "lang", "score"])
+    return df.assign(order=df["condition"].map(ranks))
 
 
 SCORES = _scores([
@@ -114,9 +120,53 @@ def test_best_lambda_takes_the_argmax_per_task_and_avg():
 
 def test_fixed_lambdas_and_label_order(results):
     assert tb.fixed_lambdas(results) == {"distill λ=0.05": 0.05, "distill λ=0.5": 0.5}
-    assert tb.ordered(["distill λ=0.5", "x", "sft", "distill λ=0.05", "control λ=0.05", "base"]) == [
-        "base", "sft", "control λ=0.05", "distill λ=0.05", "distill λ=0.5", "x"]
-    assert tb.label_lambda("distill λ=1e-2") == 0.01 and math.isnan(tb.label_lambda("sft"))
+    ranks = label_ranks(results)
+    assert ranks.to_dict() == {"sft": 0, "control λ=0.05": 1, "distill λ=0.05": 2, "distill λ=0.5": 3}
+    assert tb.ordered(["distill λ=0.5", "x", "sft", "distill λ=0.05", "control λ=0.05"], ranks) == [
+        "sft", "control λ=0.05", "distill λ=0.05", "distill λ=0.5", "x"]  # unranked last
+
+
+def test_scores_without_an_order_column_are_ordered_by_name():
+    t = tb.delta_vs_sft(SCORES.drop(columns="order"))
+    assert list(t.columns)[:4] == ["control λ=0.05", "distill λ=0.05", "distill λ=0.5", "sft"]
+
+
+#: Labels whose text contradicts their trial columns: a label's λ or condition word is never read.
+MISLEADING = {"sft": "zz baseline", "control λ=0.05": "distill λ=9", "distill λ=0.05": "λ=7 big",
+              "distill λ=0.5": "distill λ=0.01"}
+
+
+def test_the_order_comes_from_the_trial_columns_not_the_label_text(results):
+    r = results.assign(label=results["label"].map(MISLEADING))
+    # condition sft < control < distill, then lam 0.05 < 0.5: the labels say the opposite.
+    want = ["zz baseline", "distill λ=9", "λ=7 big", "distill λ=0.01"]
+    assert label_ranks(r).index.tolist() == want
+    scores = tb.headline_scores(r)
+    t = tb.delta_vs_sft(scores, baseline="zz baseline")
+    assert list(t.columns) == [*want, *(f"Δ {c}" for c in want[1:])]
+    same = tb.delta_vs_sft(tb.headline_scores(results))  # the same numbers under the usual labels
+    np.testing.assert_allclose(t.to_numpy(), same.to_numpy())
+    assert list(tb.per_language(scores, "nli", baseline="zz baseline").index) == want
+    assert list(tb.learned_lambda(r).index) == want[1:]
+    assert list(dict.fromkeys(tb.ce_crossover(r).index.get_level_values(0))) == want[1:]
+    assert tb.control_pairs(r) == {"λ=7 big": "distill λ=9", "distill λ=0.01": "distill λ=9"}
+    with pytest.raises(tb.TableError, match=r"among the conditions \['distill λ=9', 'λ=7 big', 'distill λ=0.01'\]"):
+        tb.delta_vs_sft(scores[scores["condition"] != "zz baseline"], baseline="zz baseline")
+
+
+def test_custom_labels_and_experiment_prefixes_sort_by_condition_then_lambda(results):
+    custom = {"sft": "a-student", "control λ=0.05": "b-zeroshot-teacher", "distill λ=0.05": "c-small",
+              "distill λ=0.5": "c-big"}
+    r = results.assign(label="exp/" + results["label"].map(custom))
+    assert label_ranks(r).index.tolist() == ["exp/a-student", "exp/b-zeroshot-teacher", "exp/c-small", "exp/c-big"]
+    # A non-fixed policy (λ NaN) follows the fixed ones; the same condition and λ: the label breaks the tie.
+    nan = results.assign(lam=results["lam"].where(results["label"] != "distill λ=0.05", float("nan")))
+    assert label_ranks(nan).index.tolist() == ["sft", "control λ=0.05", "distill λ=0.5", "distill λ=0.05"]
+    both = results.assign(lam=results["lam"].where(results["condition"] != "distill", 0.1))
+    assert label_ranks(both).index.tolist() == ["sft", "control λ=0.05", "distill λ=0.05", "distill λ=0.5"]
+    base = results.assign(condition=results["condition"].replace({"sft": "base"}), label=results["label"].replace(
+        {"sft": "zero-shot"}))
+    assert label_ranks(base).index[0] == "zero-shot"
 
 
 def test_learned_lambda_is_the_last_report_averaged_over_seeds(results):

@@ -23,6 +23,24 @@ def test_shipped_default_is_small_and_its_identity_tracks_the_weights(tiny_dir):
         ensure_tiny_model(TinyModelConfig(hidden_size=64))
 
 
+def test_the_shipped_weights_are_hashed_once_per_process(monkeypatch):
+    import hashlib
+    from pathlib import Path
+
+    from trainables import models
+
+    h = hashlib.sha256()
+    for name in models._SHIPPED_FILES:
+        h.update((models.SHIPPED_TINY / name).read_bytes())
+    reads: list[str] = []
+    real = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: reads.append(self.name) or real(self))
+    models._shipped_digest.cache_clear()
+    dirs = {tiny_model_dir(TinyModelConfig()) for _ in range(3)}
+    assert len(dirs) == 1 and models._shipped_digest() == h.hexdigest()[:16]
+    assert reads == list(models._SHIPPED_FILES)  # each shipped file read once, for all four calls
+
+
 def test_random_init_knob_keeps_the_tokenizer_ids():
     cfg = TinyModelConfig(pretrained=False, hidden_size=32, num_layers=1, intermediate_size=32)
     path = ensure_tiny_model(cfg)

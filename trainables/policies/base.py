@@ -14,7 +14,8 @@ After the optimizer step the loop calls `after_step`, which may ask for the grad
 gold-answer CE on a multilingual dev batch (meta-λ's outer objective; see `DevSpec`).
 
 `diagnostics()` returns scalars since its previous call; the loop merges them into each report.
-Keys follow the result layout: `diag/<task>/<name>` for per-task values, `train/<name>` otherwise.
+Keys follow the result layout: `diag/<task>/<name>` for per-task values, `train/<name>` otherwise,
+built with `trainables.metric_keys.diag_key` / `train_key`.
 """
 
 from __future__ import annotations

@@ -22,6 +22,7 @@ import math
 
 import torch
 
+from trainables.metric_keys import diag_key
 from trainables.policies.base import LambdaPolicy, PolicyInputs, choice, number
 from trainables.tasks.schema import TASKS
 
@@ -90,10 +91,10 @@ class EntropyWeighted(LambdaPolicy):
                 continue
             lam = torch.cat(self._lams[task]).double()
             p10, p90 = torch.quantile(lam, torch.tensor([0.1, 0.9], dtype=lam.dtype)).tolist()
-            out[f"diag/{task}/entropy_lam_mean"] = float(lam.mean())
-            out[f"diag/{task}/entropy_lam_p10"] = p10
-            out[f"diag/{task}/entropy_lam_p90"] = p90
-            out[f"diag/{task}/entropy_h_mean"] = float(torch.cat(self._ents[task]).double().mean())
+            out[diag_key(task, "entropy_lam_mean")] = float(lam.mean())
+            out[diag_key(task, "entropy_lam_p10")] = p10
+            out[diag_key(task, "entropy_lam_p90")] = p90
+            out[diag_key(task, "entropy_h_mean")] = float(torch.cat(self._ents[task]).double().mean())
             self._lams[task].clear()
             self._ents[task].clear()
         return out

@@ -25,6 +25,7 @@ import re
 
 import torch
 
+from trainables.metric_keys import diag_key, train_key
 from trainables.policies.base import (
     ALL_TOKENS,
     GradRequest,
@@ -107,15 +108,15 @@ class GradConflict(LambdaPolicy):
         sq_all = sum(v if g == h else 2 * v for (g, h), v in gram.items())
         cos_all = cosine(sum(dot_ce.values()), sq_ce, sq_all)
         if cos_all is not None:
-            self._log.add("train/grad_conflict_cos", cos_all)
-            self._log.add("train/grad_conflict_neg_frac", float(cos_all < 0))
+            self._log.add(train_key("grad_conflict_cos"), cos_all)
+            self._log.add(train_key("grad_conflict_neg_frac"), float(cos_all < 0))
         if not self.per_task:
             return {ALL_TOKENS: max(0.0, cos_all or 0.0)}
         out: dict[str, float] = {}
         for g in groups:
             cos_g = cosine(dot_ce[g], sq_ce, gram[(g, g)])
             if cos_g is not None:
-                self._log.add(f"diag/{g}/grad_conflict_cos", cos_g)
+                self._log.add(diag_key(g, "grad_conflict_cos"), cos_g)
             out[g] = max(0.0, cos_g or 0.0)
         return out
 

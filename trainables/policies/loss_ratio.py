@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from trainables.metric_keys import train_key
 from trainables.policies.base import LambdaPolicy, PolicyInputs, RunningMeans, number
 
 
@@ -54,15 +55,15 @@ class LossRatio(LambdaPolicy):
         ce_sum, kd_sum, n = sums.tolist()
         if n > 0:
             self.update(ce_sum / n, kd_sum / n)
-            self._log.add("train/loss_ratio_lam", self.lam)
+            self._log.add(train_key("loss_ratio_lam"), self.lam)
         return torch.full_like(inp.ce, self.lam, dtype=torch.float32)
 
     def diagnostics(self) -> dict[str, float]:
         """Mean λ since the last call and the current EMAs of CE and KD."""
         out = self._log.flush()
         if self.ema_ce is not None and self.ema_kd is not None:
-            out["train/loss_ratio_ema_ce"] = self.ema_ce
-            out["train/loss_ratio_ema_kd"] = self.ema_kd
+            out[train_key("loss_ratio_ema_ce")] = self.ema_ce
+            out[train_key("loss_ratio_ema_kd")] = self.ema_kd
         return out
 
     def state_dict(self) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from trainables.policies.base import (
     number,
     task_table,
 )
+from trainables.metric_keys import diag_key, train_key
 from trainables.tasks.schema import TASKS
 
 
@@ -100,7 +101,7 @@ class MetaLambda(LambdaPolicy):
             dot = float(torch.stack([torch.dot(a.reshape(-1).float(), b.reshape(-1).float())
                                      for a, b in zip(g_val, g_kd)]).double().sum()) / lam_t
             grad[TASKS.index(task)] = -dot
-            self._log.add(f"diag/{task}/meta_dot", dot)
+            self._log.add(diag_key(task, "meta_dot"), dot)
         self._probe = {}
         self.theta.grad = grad
         self.opt.step()
@@ -109,10 +110,10 @@ class MetaLambda(LambdaPolicy):
 
     def diagnostics(self) -> dict[str, float]:
         """Current λ_t per task of the sweep, mean ⟨g_val, g_dist_t⟩ since the last call, update count."""
-        out = {**self._log.flush(), "train/meta_updates": float(self._updates)}
+        out = {**self._log.flush(), train_key("meta_updates"): float(self._updates)}
         self._updates = 0
         lam = self.lambdas()
-        out.update({f"diag/{t}/meta_lam": float(lam[TASKS.index(t)]) for t in self.tasks})
+        out.update({diag_key(t, "meta_lam"): float(lam[TASKS.index(t)]) for t in self.tasks})
         return out
 
     def state_dict(self) -> dict[str, Any]:

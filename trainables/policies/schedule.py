@@ -21,6 +21,7 @@ from typing import Any, Callable
 
 import torch
 
+from trainables.metric_keys import train_key
 from trainables.policies.base import GradRequest, LambdaPolicy, PolicyInputs, SplitGrads, choice, integer, number
 
 KINDS: tuple[str, ...] = ("constant", "linear", "cosine", "step", "warmup")
@@ -98,7 +99,7 @@ class Schedule(LambdaPolicy):
 
     def diagnostics(self) -> dict[str, float]:
         """The inner policy's diagnostics and the current scale s."""
-        return {**self.inner.diagnostics(), "train/schedule_scale": self.current}
+        return {**self.inner.diagnostics(), train_key("schedule_scale"): self.current}
 
     def state_dict(self) -> dict[str, Any]:
         """The inner policy's state."""
