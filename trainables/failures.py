@@ -20,9 +20,12 @@ TRANSIENT_MARKERS: tuple[tuple[str, str], ...] = (
     # Ray Train cuts long worker errors short: these survive from torch's OOM message.
     ("PYTORCH_CUDA_ALLOC_CONF", "GPU out of memory"),
     ("GiB memory in use", "GPU out of memory"),
+    ("running low on memory", "killed by the out-of-memory killer"),
     ("out of memory", "out of memory"),
-    ("OOM", "killed by the out-of-memory killer"),
+    # Ray's words for a worker that vanished (SIGKILL, the kernel's OOM killer, a segfault).
+    ("worker process has died", "a worker process died (killed or crashed)"),
     ("SIGKILL", "worker killed (SIGKILL)"),
+    ("OOM", "killed by the out-of-memory killer"),
     ("ActorDiedError", "a worker process died"),
     ("ActorUnavailableError", "a worker process was lost"),
     ("RayActorError", "a worker process died"),

@@ -436,7 +436,7 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
     teacher_ce = per_task_mean(-tdiag["gold_logprob"], host_task_ids) if cache is not None else {}
     scalars = step_scalars(parts, lam, task_ids, host_task_ids, teacher_ce)
     if not math.isfinite(scalars[train_key("loss")]):
-        raise FloatingPointError(f"non-finite loss ({scalars[train_key('loss')]}) at step {step}")
+        raise FloatingPointError(f"non-finite loss at step {step} (loss = {scalars[train_key('loss')]})")
     if seconds is not None:
         scalars = {train_key("split_backward_s"): seconds, **scalars}
     state.diag.record(step, scalars, n)

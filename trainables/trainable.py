@@ -7,7 +7,9 @@ become one Tune result row, which ASHA acts on). GPUs are reserved by the inner 
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -53,10 +55,13 @@ def run_trial(config: dict[str, Any]) -> None:
                 failure_config=FailureConfig(max_failures=0),  # retries are decided here, by cause
             ),
         )
+        run_dir = Path(cfg.experiment_dir) / "train_runs" / f"train-{trial_name}"
         try:
             trainer.fit()
+            _prune_checkpoints(run_dir)
             return
         except Exception as err:  # a worker's error, wrapped by Ray Train
+            _prune_checkpoints(run_dir)
             reason = transient_reason(err)
             if reason is None or attempt >= r.max_retries:
                 why = "not retried: deterministic" if reason is None else f"gave up after {attempt} retries"
@@ -64,6 +69,26 @@ def run_trial(config: dict[str, Any]) -> None:
             attempt += 1
             if trial_dir:
                 record_retry(trial_dir, attempt, reason, one_line(err))
+
+
+def _prune_checkpoints(run_dir: Path) -> None:
+    """Delete the run's checkpoint folders that Ray Train's manager no longer lists.
+
+    Ray keeps `num_to_keep` of the checkpoints it registered, but a checkpoint restored from an
+    earlier attempt stays on disk beside the new ones: without this a retry would keep one more."""
+    snapshot = run_dir / "checkpoint_manager_snapshot.json"
+    try:
+        state = json.loads(snapshot.read_text())
+    except (OSError, ValueError):
+        return
+    listed = {r.get("checkpoint_dir_name") for r in state.get("checkpoint_results", [])}
+    latest = state.get("latest_checkpoint_result") or {}
+    listed.add(latest.get("checkpoint_dir_name"))
+    if not listed - {None}:
+        return
+    for d in run_dir.glob("checkpoint_*"):
+        if d.is_dir() and d.name not in listed:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 class TrialFailed(RuntimeError):

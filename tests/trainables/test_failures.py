@@ -26,6 +26,9 @@ def wrapped(inner: BaseException) -> BaseException:
     (RuntimeError("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB"), "GPU out of memory"),
     (RuntimeError("ray.exceptions.ActorDiedError: The actor died unexpectedly"), "a worker process died"),
     (RuntimeError("Task was killed due to the node running low on memory (OOM)"), "killed by the out-of-memory killer"),
+    (RuntimeError("ActorDiedError: The actor is dead because its worker process has died. Worker exit type: "
+                  "SYSTEM_ERROR ... (1) the process was killed by the OOM killer due to high memory usage"),
+     "a worker process died (killed or crashed)"),
 ])
 def test_transient_failures_are_recognised_through_wrappers(inner, reason):
     assert transient_reason(wrapped(inner)) == reason
@@ -93,7 +96,8 @@ def test_transient_failure_is_retried_and_recorded(fake_ray):
 
     FakeTrainer.script = [RuntimeError("CUDA out of memory"), None]
     run_trial(trial(2))
-    assert FakeTrainer.names == ["train-t1", "train-t1-retry1"]
+    # The same run name: the retry's workers find the first attempt's checkpoints.
+    assert FakeTrainer.names == ["train-t1", "train-t1"]
     rows = read_retries(fake_ray)
     assert [(r["attempt"], r["reason"]) for r in rows] == [(1, "GPU out of memory")]
     assert json.loads((fake_ray / "retries.json").read_text())[0]["error"].endswith("CUDA out of memory")

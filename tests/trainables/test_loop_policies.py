@@ -263,7 +263,7 @@ def test_a_non_finite_loss_stops_the_trial_with_its_step(cache, monkeypatch):
         return parts._replace(ce=torch.full(targets.shape, float("nan")) + 0 * logits.sum())
 
     monkeypatch.setattr(loop, "token_losses", nan_ce)
-    with pytest.raises(FloatingPointError, match="loss is nan at step 1"):
+    with pytest.raises(FloatingPointError, match=r"non-finite loss at step 1 \(loss = nan\)"):
         run(base_config(cache, steps=2, eval_every=2), policy={"name": "fixed", "params": {"lam": 0.5}})
 
 

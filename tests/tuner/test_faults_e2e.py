@@ -1,0 +1,86 @@
+"""Faults injected into a real sweep (the CLI, its own Ray, TorchTrainer trials), asserted on results:
+a training worker killed with SIGKILL mid-run resumes from its checkpoint and ends exactly where an
+uninterrupted run ends; a trial whose loss explodes fails alone, once, with its reason; the rest
+finish and the Δ table prints without it, saying so."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from analysis.collect import failed_trials
+from search_spaces.spaces import resolved_trial
+from trainables.config import TrialConfig
+from trainables.loop import run_worker
+
+REPO = Path(__file__).resolve().parents[2]
+KILLED = "distill λ=0.5"
+SETS = [
+    "train.steps=4", "train.eval_every=2", "train.batch_size=4", "train.warmup_steps=1",
+    "data.tasks=[nli,pos]", "data.eval_langs=[en,de]", "data.max_train_per_task=8",
+    "data.synthetic_sizes={train: 8, dev: 2, test: 2}", "eval.dev_per_pair=2", "eval.test_per_pair=2",
+    "eval.max_new_tokens={nli: 2, pos: 4}", "teacher.top_k=16",
+    "search.scheduler=none", "distill_lambdas=[0.5]", "control_lambda=0.05",
+    # A cell whose learning rate explodes (no clipping): its loss turns non-finite within a few steps.
+    "variants=[{condition: distill, policy: {name: fixed, params: {lam: 0.05}}, lr: 100000.0, label: exploding}]",
+    "train.grad_clip=0",
+    "resources.max_concurrent_trials=2",
+]
+
+
+def _reports(trial_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.e2e
+def test_killed_worker_resumes_from_its_checkpoint_and_exploding_trial_fails_alone(tmp_path):
+    storage = tmp_path / "sweeps"
+    env = {**os.environ, "LAMTUNE_INJECT_FAULT": f"kill@3:{KILLED}", "RAY_memory_monitor_refresh_ms": "0"}
+    env.pop("RAY_ADDRESS", None)
+    args = [sys.executable, "-m", "tuner", "sweep", "smoke", *[a for s in SETS for a in ("--set", s)],
+            "--storage", str(storage), "--name", "faults"]
+    r = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
+    exp = storage / "faults"
+    # One trial failed, so the sweep exits 1; its reason is one line naming the step.
+    assert r.returncode == 1, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "1 trial(s) failed" in r.stderr
+    line = next(ln for ln in r.stderr.splitlines() if ln.strip().startswith("exploding:"))
+    assert "non-finite loss at step " in line and line.endswith("(not retried: deterministic)"), line
+    failed = failed_trials(exp)
+    assert list(failed["label"]) == ["exploding"] and failed["retries"].iloc[0] == []
+    assert "non-finite loss at step " in failed["reason"].iloc[0]
+    # The Δ table printed without it, and says so.
+    assert "Δ distill λ=0.5" in r.stdout and "Δ exploding" not in r.stdout
+    assert "Failed (not in the table): exploding (" in r.stdout and "non-finite loss at step" in r.stdout
+
+    # The killed trial was retried once, for its lost worker, and continued after its step-2 checkpoint.
+    df = pd.read_parquet(exp / "results.parquet")
+    assert set(df[df["final"]]["label"]) == {"sft", "control λ=0.05", KILLED}
+    trial_id = df[df["label"] == KILLED]["trial_id"].iloc[0]
+    trial_dir = next(d for d in exp.glob("trial_*") if (d / "result.json").is_file()
+                     and _reports(d) and _reports(d)[0]["trial_id"] == trial_id)
+    assert (exp / "faults" / f"{trial_id}.killed").is_file()  # the injected SIGKILL happened
+    retries = json.loads((trial_dir / "retries.json").read_text())
+    assert len(retries) == 1 and retries[0]["attempt"] == 1, retries
+    reports = _reports(trial_dir)
+    assert [x["step"] for x in reports] == [2, 4]  # none repeated: step 2 came back from the checkpoint
+    assert "retried distill λ=0.5 (attempt 1: a worker process died (killed or crashed)" in r.stdout
+    # Only the newest checkpoint is kept (train.checkpoints_kept=1), the retry's restored one included.
+    assert len([d for d in (exp / "train_runs" / f"train-{trial_id}").glob("checkpoint_*") if d.is_dir()]) == 1
+
+    # Its final metrics equal an uninterrupted run of the same trial config, in this process.
+    cfg = TrialConfig.model_validate(resolved_trial(json.loads((trial_dir / "params.json").read_text())))
+    cfg = cfg.model_copy(update={"experiment_dir": str(tmp_path / "reference")})
+    expected: list[dict] = []
+    run_worker(cfg, "reference", 0, 1, torch.device("cpu"), expected.append)
+    final, want = reports[-1], expected[-1]
+    computed = [k for k in want if not (k.startswith(("time/", "mem/")) or "seconds" in k or k.endswith("_s"))]
+    assert computed and all(final[k] == want[k] for k in computed), \
+        {k: (final[k], want[k]) for k in computed if final[k] != want[k]}
