@@ -53,20 +53,33 @@ def trial_columns(params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def collect(experiment_dir: str | Path) -> pd.DataFrame:
-    """The tidy results of every trial in an experiment directory (reads params.json / result.json)."""
-    rows: list[dict[str, Any]] = []
+def trial_records(experiment_dir: str | Path) -> Iterator[tuple[dict[str, Any], list[dict[str, Any]], str]]:
+    """(Tune config, reports, trial id) of every trial: from the product's trial logs, and from Tune's
+    trial folders for trials without one (experiments written before the logs existed)."""
+    from trainables.trial_log import logged_trials, read_config, read_reports
+
+    seen = set()
+    for d in logged_trials(experiment_dir):
+        seen.add(d.name)
+        yield read_config(d) or {}, read_reports(d), d.name
     for d in trial_dirs(experiment_dir):
-        params = json.loads((d / "params.json").read_text())
-        base = trial_columns(params)
         result_file = d / "result.json"
         if not result_file.is_file():
             continue
-        for line in result_file.read_text().splitlines():
-            if not line.strip():
-                continue
-            report = json.loads(line)
-            trial_id = report.get("trial_id", d.name)
+        reports = [json.loads(line) for line in result_file.read_text().splitlines() if line.strip()]
+        if not reports:
+            continue
+        trial_id = reports[0].get("trial_id", d.name)
+        if trial_id not in seen:
+            yield json.loads((d / "params.json").read_text()), reports, trial_id
+
+
+def collect(experiment_dir: str | Path) -> pd.DataFrame:
+    """The tidy results of every trial in an experiment directory."""
+    rows: list[dict[str, Any]] = []
+    for params, reports, trial_id in trial_records(experiment_dir):
+        base = trial_columns(params)
+        for report in reports:
             for key, value in report.items():
                 kind = parse_key(key)
                 if kind is None or not isinstance(value, (int, float)) or isinstance(value, bool):

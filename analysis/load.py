@@ -52,9 +52,11 @@ def experiment_dir(path: PathLike) -> Path:
 
 def _is_stale(exp: Path) -> bool:
     """Whether a trial reported after results.parquet was written (a sweep still running)."""
+    from trainables.trial_log import REPORTS_FILE, logged_trials
+
     written = (exp / RESULTS_FILE).stat().st_mtime
-    return any((d / "result.json").is_file() and (d / "result.json").stat().st_mtime > written
-               for d in trial_dirs(exp))
+    files = [d / "result.json" for d in trial_dirs(exp)] + [d / REPORTS_FILE for d in logged_trials(exp)]
+    return any(f.is_file() and f.stat().st_mtime > written for f in files)
 
 
 def _read_results(path: Path) -> pd.DataFrame:

@@ -42,6 +42,7 @@ from trainables.policies import (
 )
 from trainables.prompts import render
 from trainables.teacher.cache import CacheError, TeacherCache
+from trainables.trial_log import append_report
 from trainables.tasks.schema import TASKS
 
 
@@ -215,16 +216,26 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         # what they use, not what fragmentation left reserved.
         torch.cuda.memory._set_allocator_settings("expandable_segments:True")
     ctx = ray.train.get_context()
-    kwargs = dict(
-        cfg=TrialConfig.model_validate(config["trial"]),
-        trial_name=config.get("trial_name", "trial"),
-        rank=ctx.get_world_rank(),
-        world=ctx.get_world_size(),
-        device=ray.train.torch.get_device(),
-        report=ray.train.report,
-        wrap_ddp=ray.train.torch.prepare_model,
-        report_checkpoint=lambda metrics, d: ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d)),
-    )
+    cfg, trial_name, rank = TrialConfig.model_validate(config["trial"]), config.get("trial_name", "trial"), ctx.get_world_rank()
+
+    def logged(metrics: dict[str, Any]) -> None:
+        """Rank 0's reports go to the trial's own log first (trainables/trial_log.py)."""
+        if rank == 0 and cfg.experiment_dir:
+            append_report(cfg.experiment_dir, trial_name, metrics)
+
+    def report(metrics: dict[str, Any]) -> None:
+        logged(metrics)
+        ray.train.report(metrics)
+
+    def report_checkpoint(metrics: dict[str, Any], d: Path) -> None:
+        # Logged first: killed before its checkpoint is stored, the trial redoes this evaluation
+        # from the checkpoint before and its new line replaces this one (same evaluation index).
+        logged(metrics)
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+    kwargs = dict(cfg=cfg, trial_name=trial_name, rank=rank, world=ctx.get_world_size(),
+                  device=ray.train.torch.get_device(), report=report, wrap_ddp=ray.train.torch.prepare_model,
+                  report_checkpoint=report_checkpoint)
     latest = ray.train.get_checkpoint()  # set when this run is a retry or a resumed sweep's trial
     if latest is None:
         run_worker(**kwargs)

@@ -15,6 +15,7 @@ from typing import Any
 
 from trainables.config import TrialConfig
 from trainables.failures import one_line, record_retry, transient_reason
+from trainables.trial_log import write_config
 
 
 def run_trial(config: dict[str, Any]) -> None:
@@ -35,6 +36,8 @@ def run_trial(config: dict[str, Any]) -> None:
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "900")
     trial_name = ray.tune.get_context().get_trial_id() or "trial"
     trial_dir = ray.tune.get_context().get_trial_dir()
+    if cfg.experiment_dir:
+        write_config(cfg.experiment_dir, trial_name, config)
     r = cfg.resources
     per_worker: dict[str, float] = {"CPU": r.cpus_per_worker}
     if r.use_gpu:

@@ -19,6 +19,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from tests.tuner.reference_run import assert_same_final, reports
+from trainables.trial_log import logged_trials, read_reports
+
 REPO = Path(__file__).resolve().parents[2]
 TINY = [
     "train.steps=4", "train.eval_every=2", "train.batch_size=4", "train.warmup_steps=1",
@@ -104,12 +107,13 @@ def test_ray_job_submit_to_a_token_protected_head(tmp_path):
 
 
 def _final_trials(exp: Path) -> set[str]:
-    done = set()
-    for d in exp.glob("trial_*"):
-        f = d / "result.json"
-        if f.is_file() and any(json.loads(line).get("final") for line in f.read_text().splitlines() if line.strip()):
-            done.add(d.name)
-    return done
+    """Ids of the trials whose log holds their final report."""
+    return {d.name for d in logged_trials(exp) if any(r.get("final") for r in read_reports(d))}
+
+
+def _midway_trials(exp: Path) -> set[str]:
+    """Trials that reported a checkpointed evaluation but not their final one."""
+    return {d.name for d in logged_trials(exp) if read_reports(d) and not any(r.get("final") for r in read_reports(d))}
 
 
 @pytest.mark.e2e
@@ -117,27 +121,38 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     storage = tmp_path / "sweeps"
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "1", "RAY_memory_monitor_refresh_ms": "0"}
     env.pop("RAY_ADDRESS", None)
-    # Two concurrent trials at most, four in all: kill once the first pair has finished. No ASHA:
-    # every trial must reach its end for the count below (which trials ASHA stops is timing-dependent).
+    # Two concurrent trials at most, four in all, 8 steps with a checkpoint at every evaluation (2
+    # steps): kill once a trial has finished and another is past a checkpoint but not finished. No
+    # ASHA: every trial must reach its end for the count below (what ASHA stops is timing-dependent).
     args = [sys.executable, "-m", "tuner", "sweep", "smoke",
-            *_sets(["resources.max_concurrent_trials=2", "search.scheduler=none"]),
+            *_sets(["resources.max_concurrent_trials=2", "search.scheduler=none", "train.steps=8"]),
             "--storage", str(storage), "--name", "resumable"]
     proc = subprocess.Popen(args, env=env, cwd=REPO, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     exp = storage / "resumable"
+    # A trial logs its final report just before Ray stores its last checkpoint: "finished" means
+    # logged final at least 3 s before the kill (Tune has recorded it: TUNE_GLOBAL_CHECKPOINT_S=1).
+    final_since: dict[str, float] = {}
     try:
         deadline = time.time() + 600
-        while len(_final_trials(exp)) < 1:
+        while True:
+            now = time.time()
+            for t in _final_trials(exp):
+                final_since.setdefault(t, now)
+            settled = {t for t, since in final_since.items() if now - since >= 3}
+            if settled and _midway_trials(exp):
+                break
             assert proc.poll() is None, "the sweep ended before it could be killed"
-            assert time.time() < deadline, "no trial finished in time"
-            time.sleep(1)
-        time.sleep(4)  # let Tune write its experiment state (TUNE_GLOBAL_CHECKPOINT_S=1)
+            assert now < deadline, "no trial finished in time"
+            time.sleep(0.2)
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    finished_before = _final_trials(exp)
-    lines_before = {t: (exp / t / "result.json").read_text() for t in finished_before}
-    assert 1 <= len(finished_before) < 4
+    finished_before, midway = settled, _midway_trials(exp)
+    steps_before = {t: [r["step"] for r in reports(exp, t)] for t in midway}
+    # As text: NaN metrics (e.g. an empty language) compare equal only that way.
+    lines_before = {t: json.dumps(reports(exp, t), sort_keys=True) for t in finished_before}
+    assert 1 <= len(finished_before) < 4 and midway
 
     # Without --resume the CLI refuses to start over in the same directory.
     r = subprocess.run(args, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
@@ -146,10 +161,17 @@ def test_resume_after_the_driver_is_killed(tmp_path):
     r = subprocess.run([*args, "--resume"], env=env, cwd=REPO, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "resuming" in r.stdout
-    # The finished trials were kept, not run again; the others ran to the end.
+    # The finished trials were kept, not run again (one Tune had not marked finished may repeat its
+    # final report from its last checkpoint: the same line); the others ran to the end.
     for t in finished_before:
-        assert (exp / t / "result.json").read_text() == lines_before[t]
+        assert json.dumps(reports(exp, t), sort_keys=True) == lines_before[t]
     assert len(_final_trials(exp)) == 4
+    # The trials killed midway went on from their last checkpoint: no step reported twice, and they
+    # end exactly where an uninterrupted run of the same trial ends.
+    for t in midway:
+        steps = [r["step"] for r in reports(exp, t)]
+        assert steps == [2, 4, 6, 8] and steps[: len(steps_before[t])] == steps_before[t], (t, steps)
+        assert_same_final(exp, t, tmp_path / "reference")
     df = pd.read_parquet(exp / "results.parquet")
     assert df[df["final"]].groupby("label")["trial_id"].nunique().eq(1).all()
     assert set(df["label"]) == {"sft", "control λ=0.05", "distill λ=0.05", "distill λ=0.5"}

@@ -13,12 +13,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from analysis.collect import failed_trials
-from search_spaces.spaces import resolved_trial
-from trainables.config import TrialConfig
-from trainables.loop import run_worker
+from tests.tuner.reference_run import assert_same_final, reports
 
 REPO = Path(__file__).resolve().parents[2]
 KILLED = "distill λ=0.5"
@@ -33,10 +30,6 @@ SETS = [
     "train.grad_clip=0",
     "resources.max_concurrent_trials=2",
 ]
-
-
-def _reports(trial_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (trial_dir / "result.json").read_text().splitlines() if line.strip()]
 
 
 @pytest.mark.e2e
@@ -64,23 +57,16 @@ def test_killed_worker_resumes_from_its_checkpoint_and_exploding_trial_fails_alo
     df = pd.read_parquet(exp / "results.parquet")
     assert set(df[df["final"]]["label"]) == {"sft", "control λ=0.05", KILLED}
     trial_id = df[df["label"] == KILLED]["trial_id"].iloc[0]
-    trial_dir = next(d for d in exp.glob("trial_*") if (d / "result.json").is_file()
-                     and _reports(d) and _reports(d)[0]["trial_id"] == trial_id)
     assert (exp / "faults" / f"{trial_id}.killed").is_file()  # the injected SIGKILL happened
-    retries = json.loads((trial_dir / "retries.json").read_text())
+    retries = json.loads((exp / f"trial_{trial_id}" / "retries.json").read_text())
     assert len(retries) == 1 and retries[0]["attempt"] == 1, retries
-    reports = _reports(trial_dir)
-    assert [x["step"] for x in reports] == [2, 4]  # none repeated: step 2 came back from the checkpoint
+    # None repeated: step 2 came back from the checkpoint, in the trial's log and in Tune's rows.
+    assert [x["step"] for x in reports(exp, trial_id)] == [2, 4]
+    tune_rows = (exp / f"trial_{trial_id}" / "result.json").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in tune_rows] == [2, 4]
     assert "retried distill λ=0.5 (attempt 1: a worker process died (killed or crashed)" in r.stdout
     # Only the newest checkpoint is kept (train.checkpoints_kept=1), the retry's restored one included.
     assert len([d for d in (exp / "train_runs" / f"train-{trial_id}").glob("checkpoint_*") if d.is_dir()]) == 1
 
     # Its final metrics equal an uninterrupted run of the same trial config, in this process.
-    cfg = TrialConfig.model_validate(resolved_trial(json.loads((trial_dir / "params.json").read_text())))
-    cfg = cfg.model_copy(update={"experiment_dir": str(tmp_path / "reference")})
-    expected: list[dict] = []
-    run_worker(cfg, "reference", 0, 1, torch.device("cpu"), expected.append)
-    final, want = reports[-1], expected[-1]
-    computed = [k for k in want if not (k.startswith(("time/", "mem/")) or "seconds" in k or k.endswith("_s"))]
-    assert computed and all(final[k] == want[k] for k in computed), \
-        {k: (final[k], want[k]) for k in computed if final[k] != want[k]}
+    assert_same_final(exp, trial_id, tmp_path / "reference")
