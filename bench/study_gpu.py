@@ -159,7 +159,10 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
     if not rows:
         return {"status": "no report"}
-    seen, train_k, eval_k = train_key("tokens_seen"), time_key("train_s"), time_key("eval_s")
+    # Student tokens (prompt + answer, what the forward runs over) when the product reports them;
+    # answer tokens (the loss's) otherwise.
+    seen = train_key("student_tokens_seen") if train_key("student_tokens_seen") in rows[-1] else train_key("tokens_seen")
+    train_k, eval_k = time_key("train_s"), time_key("eval_s")
 
     def gen(r: dict[str, Any], name: str, zero: float) -> float:
         return r.get(gen_key(name), zero) + r.get(on_test(gen_key(name)), zero)

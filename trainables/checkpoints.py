@@ -68,6 +68,7 @@ def save(state: TrainState, directory: Path, step: int, eval_index: int, last_re
         "step": step,
         "eval_index": eval_index,
         "tokens_seen": state.tokens_seen,
+        "student_tokens_seen": state.student_tokens_seen,
         "dev_draws": state.dev_draws,
         "weights": {n: t.clone().cpu() for n, t in trainable_weights(state).items()},
         "optimizer": state.optimizer.state_dict(),
@@ -108,6 +109,7 @@ def load(state: TrainState, directory: Path) -> Resumed:
     state.diag.teacher_ema.update(diag["teacher_ema"])
     state.diag.crossover.update(diag["crossover"])
     state.tokens_seen = payload["tokens_seen"]
+    state.student_tokens_seen = payload["student_tokens_seen"]
     state.dev_draws = payload["dev_draws"]
     rng_path = directory / f"rng-rank{state.rank}.pt"
     if rng_path.is_file():  # a different world size resumes with fresh RNG streams on the new ranks

@@ -272,7 +272,8 @@ class TrainState:
     policy: LambdaPolicy | None = None
     dev_batch: Callable[[], Batch] | None = None
     diag: "Diagnostics" = field(default_factory=lambda: Diagnostics())
-    tokens_seen: int = 0
+    tokens_seen: int = 0  # answer tokens trained on (the loss's tokens)
+    student_tokens_seen: int = 0  # every non-pad token the student's forward ran over (prompt + answer)
     examples: Sequence[TrainExample] = ()
     dev_draws: int = 0  # dev batches drawn so far (meta-λ), for a resumed dev stream
 
@@ -443,6 +444,7 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
         policy.after_step(step, functools.partial(dev_grads, state) if state.dev_batch is not None else None)
 
     state.tokens_seen += n
+    state.student_tokens_seen += int(host.attention_mask.sum())  # host tensor: no device sync
     # Teacher CE on the gold answer: the cache's log-prob at the causal predicting position (host).
     teacher_ce = per_task_mean(-tdiag["gold_logprob"], host_task_ids) if cache is not None else {}
     scalars = step_scalars(parts, lam, task_ids, host_task_ids, teacher_ce)
@@ -546,6 +548,7 @@ def run_worker(
             eval_index += 1
             extra = {**state.diag.flush(), **(state.policy.diagnostics() if state.policy is not None else {}),
                      train_key("lr"): state.scheduler.get_last_lr()[0], train_key("tokens_seen"): state.tokens_seen,
+                     train_key("student_tokens_seen"): state.student_tokens_seen,
                      time_key("train_s"): time.perf_counter() - t_start}
             metrics = evaluation_report(state, step, eval_index, extra, final)
             every = cfg.train.checkpoint_every

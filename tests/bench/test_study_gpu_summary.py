@@ -23,3 +23,13 @@ def test_summarise_trial_reads_the_reported_keys():
     assert s["gen_examples_per_s"] == pytest.approx(14.0)
     assert s["peak_gpu_gb"] == 4.5 and s["test_avg"] == 37.5
     assert summarise_trial([]) == {"status": "no report"}
+
+
+def test_summarise_trial_counts_student_tokens_when_reported():
+    """Training speed is the student's forward tokens (prompt + answer) when the trial reports them."""
+    from bench.study_gpu import summarise_trial
+
+    rows = [{"step": 2, "train/tokens_seen": 100, "train/student_tokens_seen": 900, "time/train_s": 3.0,
+             "time_total_s": 4.0, "final": True}]
+    s = summarise_trial(rows)
+    assert s["train_tokens"] == 900 and s["train_tok_per_s"] == 300

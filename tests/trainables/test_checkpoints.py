@@ -106,3 +106,10 @@ def test_checkpoint_every_and_size(tmp_path, cache):
     n_adapter = sum(t.numel() for t in payload["weights"].values())
     assert all("lora" in n for n in payload["weights"])
     assert 3 * 4 * n_adapter <= checkpoints.size_bytes(tmp_path / "a" / "3") <= 3 * 4 * n_adapter + 200_000
+
+
+def test_student_tokens_count_prompt_and_answer(tmp_path, cache):
+    """train/student_tokens_seen counts every non-pad token of the student's sequences, more than the answers."""
+    reports, _ = _run(_trial(cache, "sft", None), tmp_path / "a")
+    last = reports[-1]
+    assert last["train/student_tokens_seen"] > last["train/tokens_seen"] > 0
