@@ -233,15 +233,11 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         logged(metrics)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
-    kwargs = dict(cfg=cfg, trial_name=trial_name, rank=rank, world=ctx.get_world_size(),
-                  device=ray.train.torch.get_device(), report=report, wrap_ddp=ray.train.torch.prepare_model,
-                  report_checkpoint=report_checkpoint)
     latest = ray.train.get_checkpoint()  # set when this run is a retry or a resumed sweep's trial
-    if latest is None:
-        run_worker(**kwargs)
-        return
-    with latest.as_directory() as d:
-        run_worker(**kwargs, resume_from=Path(d))
+    with latest.as_directory() if latest is not None else contextlib.nullcontext() as d:
+        run_worker(cfg, trial_name, rank, ctx.get_world_size(), ray.train.torch.get_device(), report,
+                   wrap_ddp=ray.train.torch.prepare_model, resume_from=Path(d) if d else None,
+                   report_checkpoint=report_checkpoint)
 
 
 # ------------------------------------------------------------------------------------ set-up

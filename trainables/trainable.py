@@ -42,6 +42,7 @@ def run_trial(config: dict[str, Any]) -> None:
     per_worker: dict[str, float] = {"CPU": r.cpus_per_worker}
     if r.use_gpu:
         per_worker["GPU"] = r.gpus_per_worker if r.gpus_per_worker != "auto" else 1.0
+    run_dir = Path(cfg.experiment_dir) / "train_runs" / f"train-{trial_name}"
     attempt = 0
     while True:
         trainer = TorchTrainer(
@@ -51,20 +52,17 @@ def run_trial(config: dict[str, Any]) -> None:
             run_config=RunConfig(
                 # One deterministic name for every attempt: a retry, or a resumed sweep's trial,
                 # finds this run's checkpoints again and its workers continue from the latest.
-                name=f"train-{trial_name}",
-                storage_path=str(Path(cfg.experiment_dir) / "train_runs"),
+                name=run_dir.name,
+                storage_path=str(run_dir.parent),
                 callbacks=[TuneReportCallback()],
                 checkpoint_config=CheckpointConfig(num_to_keep=cfg.train.checkpoints_kept),
                 failure_config=FailureConfig(max_failures=0),  # retries are decided here, by cause
             ),
         )
-        run_dir = Path(cfg.experiment_dir) / "train_runs" / f"train-{trial_name}"
         try:
             trainer.fit()
-            _prune_checkpoints(run_dir)
             return
         except Exception as err:  # a worker's error, wrapped by Ray Train
-            _prune_checkpoints(run_dir)
             reason = transient_reason(err)
             if reason is None or attempt >= r.max_retries:
                 why = "not retried: deterministic" if reason is None else f"gave up after {attempt} retries"
@@ -72,6 +70,8 @@ def run_trial(config: dict[str, Any]) -> None:
             attempt += 1
             if trial_dir:
                 record_retry(trial_dir, attempt, reason, one_line(err))
+        finally:
+            _prune_checkpoints(run_dir)
 
 
 def _prune_checkpoints(run_dir: Path) -> None:

@@ -310,7 +310,7 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
         table = render(delta, "md")
     except AnalysisError as err:  # TableError included
         table = f"(no table: {err})"
-    stopped = [line for line in _stopped_early(results) if line.split(" (step ")[0] not in errors]
+    stopped = _stopped_early(results, failed=set(errors))
     if stopped:
         table += "\n\nStopped early by the scheduler (no test evaluation): " + "; ".join(stopped)
     if errors:
@@ -350,15 +350,16 @@ def _pg_handle(pid: str) -> object:
     return PlacementGroup(PlacementGroupID(bytes.fromhex(pid)))
 
 
-def _stopped_early(results: Any) -> list[str]:
-    """'label (step N, dev avg X)' for each trial that never reached its final evaluation."""
+def _stopped_early(results: Any, failed: set[str] = frozenset()) -> list[str]:
+    """'label (step N, dev avg X)' for each trial that never reached its final evaluation and did
+    not fail (labels in `failed`)."""
     if results.empty:
         return []
     final = set(results.loc[results["final"], "trial_id"])
     dev = results[(results["split"] == "dev") & (results["task"] == ALL) & (results["lang"] == AVG)]
     out = []
     for trial_id, rows in dev.groupby("trial_id"):
-        if trial_id not in final:
+        if trial_id not in final and rows["label"].iloc[0] not in failed:
             last = rows.sort_values("step").iloc[-1]
             out.append(f"{last['label']} (step {int(last['step'])}, dev avg {last['value']:.1f})")
     return sorted(out)

@@ -16,20 +16,13 @@ import torch
 
 from tests.trainables.test_loop_policies import CPU, assert_same_weights, base_config
 from tests.trainables.test_loop_policies import cache as cache  # noqa: F401  (the module's teacher cache)
+from tests.tuner.reference_run import computed
 from trainables import checkpoints
 from trainables.config import ModelConfig, PolicyConfig, TrialConfig, VariantConfig
 from trainables.loop import run_worker
 
-#: Reported keys that are wall-clock or process measurements, not results of the computation.
-NOT_COMPUTED = ("time/", "mem/", "seconds")
-
-
 class Interrupted(Exception):
     """Stands for the worker's death after it reported a checkpoint."""
-
-
-def _computed(report: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in report.items() if not (any(m in k for m in NOT_COMPUTED) or k.endswith("_s"))}
 
 
 def _trial(cache: str, condition: str, policy: dict | None, finetune: str = "lora") -> TrialConfig:
@@ -77,7 +70,7 @@ def test_resumed_trial_equals_the_uninterrupted_run(tmp_path, cache, condition, 
     # It continues at step 3: its reports are the uninterrupted run's last two, none repeated.
     assert [r["step"] for r in resumed] == [4, 6] and [r["eval_index"] for r in resumed] == [2, 3]
     for got, want in zip(resumed, full[1:]):
-        assert _computed(got) == _computed(want)
+        assert computed(got) == computed(want)
     assert_same_weights(resumed_weights, full_weights)
 
 

@@ -113,7 +113,8 @@ def _final_trials(exp: Path) -> set[str]:
 
 def _midway_trials(exp: Path) -> set[str]:
     """Trials that reported a checkpointed evaluation but not their final one."""
-    return {d.name for d in logged_trials(exp) if read_reports(d) and not any(r.get("final") for r in read_reports(d))}
+    logs = {d.name: read_reports(d) for d in logged_trials(exp)}
+    return {t for t, rows in logs.items() if rows and not any(r.get("final") for r in rows)}
 
 
 @pytest.mark.e2e
