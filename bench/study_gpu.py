@@ -114,6 +114,25 @@ def build_model(shape: str, tokenizer: Any, out: Path) -> int:
     return n
 
 
+def ensure_model(shape: str, data_dir: Path, model_dir: Path) -> tuple[Path, int]:
+    """The random-weight model and trained tokenizer in `model_dir` (built unless already there),
+    and its parameter count."""
+    t0 = time.perf_counter()
+    if not (model_dir / "config.json").is_file():
+        tok = train_tokenizer(data_dir, model_dir)
+        t_tok = time.perf_counter() - t0
+        n_params = build_model(shape, tok, model_dir)
+    else:
+        from transformers import AutoConfig
+
+        from trainables.memory_plan import parameter_count
+
+        t_tok, n_params = 0.0, parameter_count(AutoConfig.from_pretrained(model_dir))
+    print(f"model {shape}: {n_params / 1e9:.2f} B parameters, tokenizer {t_tok:.0f}s, "
+          f"set-up {time.perf_counter() - t0:.0f}s", flush=True)
+    return model_dir, n_params
+
+
 # --------------------------------------------------------------------------- GPU sampling
 
 
@@ -145,6 +164,8 @@ def trial_reports(experiment_dir: Path) -> dict[str, list[dict[str, Any]]]:
     """Each trial's reports (Tune's result.json lines), by variant label."""
     out: dict[str, list[dict[str, Any]]] = {}
     for trial in sorted(experiment_dir.glob("trial_*")):
+        if not (trial / "params.json").is_file():  # e.g. trial_logs/, the product's own logs
+            continue
         rows = [json.loads(ln) for ln in (trial / "result.json").read_text().splitlines() if ln.strip()] \
             if (trial / "result.json").is_file() else []
         params = json.loads((trial / "params.json").read_text()) if (trial / "params.json").is_file() else {}
@@ -170,6 +191,9 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
     train_tokens = sum(r.get(seen, 0) for r in rows[:1]) + sum(
         b.get(seen, 0) - a.get(seen, 0) for a, b in zip(rows, rows[1:]))
     train_s = sum(r.get(train_k, 0.0) for r in rows)
+    # After the first evaluation: the step's rate without the first steps' compilation.
+    later = [(b.get(seen, 0) - a.get(seen, 0), b.get(train_k, 0.0)) for a, b in zip(rows, rows[1:])]
+    later_s = sum(s for _, s in later)
     eval_s = sum(r.get(eval_k, 0.0) for r in rows)
     gen_tokens = sum(gen(r, "tokens", 0) for r in rows)
     gen_examples = sum(gen(r, "examples", 0) for r in rows)
@@ -186,6 +210,11 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "train_tokens": int(train_tokens),
         "train_tok_per_s": round(train_tokens / train_s) if train_s else None,
         "step_s": round(train_s / steps, 4) if steps and train_s else None,
+        "train_tok_per_s_after_first_eval": round(sum(n for n, _ in later) / later_s) if later_s else None,
+        "first_interval_s": round(rows[0].get(train_k, 0.0), 1),
+        # Seconds per step after the first evaluation, and what the first interval cost beyond
+        # that (compilation, allocator warm-up): the projection's two training terms.
+        "steady_step_s": round(later_s / (steps - rows[0].get("step", 0)), 4) if later_s else None,
         "eval_s": round(eval_s, 1),
         "gen_tokens": int(gen_tokens),
         "gen_examples": int(gen_examples),
@@ -233,7 +262,13 @@ def projection(trials: dict[str, dict[str, Any]], caches: list[dict[str, Any]], 
                concurrency: int, pairs: int) -> dict[str, Any]:
     """The study at full size (FULL) from this run's measured rates."""
     ran = [t for t in trials.values() if t.get("step_s")]
-    step_s = statistics.mean(t["step_s"] for t in ran) if ran else 0.0
+    steady = [t for t in ran if t.get("steady_step_s")]
+    # Steady seconds per step plus each trial's first-interval overhead (compilation), when a
+    # trial reported twice; else the mean step time, compilation included.
+    step_s = statistics.mean(t["steady_step_s"] for t in steady) if steady else (
+        statistics.mean(t["step_s"] for t in ran) if ran else 0.0)
+    warmup = statistics.mean(max(0.0, t["first_interval_s"] - t["steady_step_s"] * args.eval_every)
+                             for t in steady) if steady else 0.0
     ex_rate = [t["gen_examples_per_s"] for t in trials.values() if t.get("gen_examples_per_s")]
     ex_per_s = statistics.mean(ex_rate) if ex_rate else 0.0
     startup = statistics.mean(t["startup_s"] for t in trials.values() if "startup_s" in t) if trials else 0.0
@@ -242,12 +277,13 @@ def projection(trials: dict[str, dict[str, Any]], caches: list[dict[str, Any]], 
     evals = FULL["steps"] // FULL["eval_every"]
     eval_examples = pairs * (evals * FULL["dev_per_pair"] + FULL["test_per_pair"])
     eval_only = FULL["variants"] - training_variants
-    trial_s = (training_variants * (startup + FULL["steps"] * step_s + eval_examples / max(ex_per_s, 1e-9))
+    trial_s = (training_variants * (startup + warmup + FULL["steps"] * step_s + eval_examples / max(ex_per_s, 1e-9))
                + eval_only * (startup + pairs * (FULL["dev_per_pair"] + FULL["test_per_pair"]) / max(ex_per_s, 1e-9)))
     wall = cache_s + trial_s / max(1, concurrency)
     return {"assumes": FULL | {"trials_at_once": concurrency, "pairs": pairs}, "cache_s": round(cache_s),
             "trials_s_total": round(trial_s), "wall_s": round(wall), "wall_min": round(wall / 60, 1),
-            "rates": {"step_s": step_s, "eval_examples_per_s": ex_per_s, "startup_s": startup}}
+            "rates": {"step_s": step_s, "first_interval_overhead_s": warmup, "eval_examples_per_s": ex_per_s,
+                      "startup_s": startup}}
 
 
 # --------------------------------------------------------------------------- main
@@ -274,19 +310,8 @@ def main() -> int:
 
         shutil.rmtree(storage)  # from an empty cache, every time
     t0 = time.perf_counter()
-    if not (model_dir / "config.json").is_file():
-        tok = train_tokenizer(args.data, model_dir)
-        t_tok = time.perf_counter() - t0
-        n_params = build_model(args.shape, tok, model_dir)
-    else:
-        from transformers import AutoConfig
-
-        from trainables.memory_plan import parameter_count
-
-        t_tok, n_params = 0.0, parameter_count(AutoConfig.from_pretrained(model_dir))
+    model_dir, n_params = ensure_model(args.shape, args.data, model_dir)
     t_setup = time.perf_counter() - t0
-    print(f"model {args.shape}: {n_params / 1e9:.2f} B parameters, tokenizer {t_tok:.0f}s, set-up {t_setup:.0f}s",
-          flush=True)
 
     use_gpu = "true" if args.shape != "tiny" else "false"
     sets = [f"model.name={model_dir}", f"data.source=local:{args.data}", "data.train_split=dev",
@@ -328,6 +353,7 @@ def main() -> int:
     data_cfg = TrialConfig.model_validate({"data": {"source": f"local:{args.data}"}}).data
     pairs = sum(len(available_langs(data_cfg, t)) for t in data_cfg.tasks)
     train_rates = [t["train_tok_per_s"] for t in trials.values() if t.get("train_tok_per_s")]
+    steady = [t["train_tok_per_s_after_first_eval"] for t in trials.values() if t.get("train_tok_per_s_after_first_eval")]
     gen_tok = sum(t.get("gen_tokens", 0) for t in trials.values())
     gen_s = sum(t.get("gen_tokens", 0) / t["gen_tok_per_s"] for t in trials.values() if t.get("gen_tok_per_s"))
     result = {
@@ -340,6 +366,7 @@ def main() -> int:
         "train_tok_per_s_per_trial": train_rates,
         # Summed over the trials that train at the same time: each trial's own rate × trials at once.
         "train_tok_per_s_sharing_gpu": round(statistics.mean(train_rates) * concurrency) if train_rates else None,
+        "train_tok_per_s_sharing_gpu_after_first_eval": round(statistics.mean(steady) * concurrency) if steady else None,
         "gen_tok_per_s": round(gen_tok / gen_s) if gen_s else None,
     }
     result["projection_full_study"] = projection(trials, caches, args, concurrency, pairs)
@@ -356,7 +383,8 @@ def _archive(storage: Path, target: Path) -> None:
 
     with tarfile.open(target, "w:gz") as tar:
         for pattern in ("study/trial_*/result.json", "study/trial_*/params.json", "study/trial_*/error.txt",
-                        "study/trial_*/retries.json", "teacher_cache/*/manifest.json"):
+                        "study/trial_*/retries.json", "study/trial_logs/*/*", "study/failed_trials.json",
+                        "teacher_cache/*/manifest.json"):
             for f in storage.glob(pattern):
                 tar.add(f, arcname=str(f.relative_to(storage)))
 
@@ -387,7 +415,8 @@ def render(r: dict[str, Any]) -> str:
                      f"{t.get('gen_tok_per_s') or '-':>9} {t.get('gen_examples_per_s') or '-':>6} "
                      f"{t.get('peak_gpu_gb') or '-':>7} {round(t.get('wall_s', 0)):>7}")
     pj = r["projection_full_study"]
-    lines += ["", f"training tok/s summed over trials sharing the GPU: {r['train_tok_per_s_sharing_gpu']}",
+    lines += ["", f"training tok/s summed over trials sharing the GPU: {r['train_tok_per_s_sharing_gpu']} "
+              f"(after the first evaluation, compilation excluded: {r['train_tok_per_s_sharing_gpu_after_first_eval']})",
               f"evaluation generated tok/s (all trials' tokens / their generation seconds): {r['gen_tok_per_s']}",
               f"projected full study ({pj['assumes']}): {pj['wall_min']} min "
               f"(cache {pj['cache_s']}s + trials {pj['trials_s_total']}s / {pj['assumes']['trials_at_once']})"]

@@ -192,6 +192,8 @@ class EvalConfig(Section):
     # when real prompts are long; ~5 bytes per element measured on CPU, so 2**26 ≈ 350 MB.
     attention_budget: int = Field(2**26, ge=2**12, le=2**40, description="max rows × width² per eval batch")
     max_new_tokens: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_MAX_NEW_TOKENS))
+    cuda_graphs: bool = Field(True, description="on a GPU, record each batch's decoding step once as a CUDA graph "
+                              "and replay it (the eager step is bound by kernel launches)")
     mode: Literal["generate", "score"] = "generate"
     save_predictions: bool = True
 

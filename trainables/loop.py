@@ -332,6 +332,9 @@ def start_training(
     """The training half of `setup` (also what bench/ times): span, AdamW, schedule, batches, λ policy."""
     cfg = state.cfg
     state.cache, state.policy = cache, policy
+    # Training mode for every module from the first step (LoRA dropout on): a loaded model comes
+    # in eval mode, and evaluation restores the mode it found.
+    state.model.train()
     state.plain_span = AnswerSpanLM(state.model)
     # DDP over the span module, so gradient syncing sees the call.
     state.span = wrap_ddp(state.plain_span) if state.world > 1 else state.plain_span

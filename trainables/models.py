@@ -334,9 +334,18 @@ class AnswerSpanLM(nn.Module):
 def compile_decoder_layers(model: nn.Module, mode: str | None = None) -> int:
     """Compile each decoder layer in place with torch.compile (regional: one trace reused by every
     layer, so compiling a 28-layer model costs about one layer's compile); returns the count."""
+    import torch._dynamo
+
     layers = getattr(causal_lm(model).get_decoder(), "layers", None)
     if layers is None:
         return 0
+    # One graph per (first layer, the others: its input needs no gradient) with dynamic lengths
+    # from the start; the limit leaves room for the rest (training on the 3B shape once hit 8).
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
     for layer in layers:
-        layer.compile(mode=mode)
+        layer.compile(mode=mode, dynamic=True)
     return len(layers)
+
+
+#: Compiled versions a decoder layer may have before torch falls back to eager (its default: 8).
+RECOMPILE_LIMIT = 32

@@ -105,6 +105,7 @@ def build_caches(spec: SweepSpec, cache_root: Path, out: TextIO) -> dict[str, st
     # max_calls=1: the worker process exits after its build, so the teacher's GPU memory goes back
     # to the trials (an idle cache worker once held 53.6 GB of an H200 for a whole sweep).
     remote = ray.remote(max_calls=1)(build_cache)
+    to_build: dict[str, str] = {}
     for mode in spec.teacher_modes():
         target = cache_dir(base, cache_root, mode)
         paths[mode] = str(target)
@@ -112,15 +113,25 @@ def build_caches(spec: SweepSpec, cache_root: Path, out: TextIO) -> dict[str, st
         if problem is None:
             print(f"teacher cache [{mode}] found: {target}", file=out)
             continue
-        why = "" if problem == "missing" else f" (the one there is {problem})"
-        print(f"teacher cache [{mode}] building: {target}{why}", file=out)
-        gpu = 1 if spec.teacher.use_gpu else 0
+        to_build[mode] = "" if problem == "missing" else f" (the one there is {problem})"
+    gpu = cache_gpu_share(len(to_build), ray.cluster_resources().get("GPU", 0.0)) if spec.teacher.use_gpu else 0
+    for mode, why in to_build.items():
+        print(f"teacher cache [{mode}] building: {paths[mode]}{why}", file=out)
         pending[mode] = remote.options(num_cpus=1, num_gpus=gpu).remote(base, cache_root, mode)
     t0 = time.perf_counter()
     for mode, ref in pending.items():
         ray.get(ref)
         print(f"teacher cache [{mode}] ready ({time.perf_counter() - t0:.0f}s){_build_rate(paths[mode])}", file=out)
     return paths
+
+
+def cache_gpu_share(builds: int, gpus: float) -> float:
+    """GPUs each of `builds` concurrent cache builds asks for: a whole one when there are enough,
+    else a share of those there are, so that the builds run side by side (one's tokenisation,
+    model load and compilation overlap another's forward passes) instead of one after another."""
+    if builds <= 0:
+        return 0.0
+    return 1.0 / math.ceil(builds / max(1, int(gpus)))
 
 
 def _build_rate(directory: str) -> str:

@@ -22,6 +22,8 @@ def test_summarise_trial_reads_the_reported_keys():
     assert s["gen_tokens"] == 200 and s["gen_examples"] == 28 and s["gen_tok_per_s"] == 100
     assert s["gen_examples_per_s"] == pytest.approx(14.0)
     assert s["peak_gpu_gb"] == 4.5 and s["test_avg"] == 37.5
+    # After the first evaluation: 150 tokens in 3 s over steps 3-4; the first interval took 2 s.
+    assert s["train_tok_per_s_after_first_eval"] == 50 and s["steady_step_s"] == 1.5 and s["first_interval_s"] == 2.0
     assert summarise_trial([]) == {"status": "no report"}
 
 

@@ -28,6 +28,15 @@ def prompts_of(tokenizer, tasks, n=3):
     return [it.prompt_ids for it in eval_items(cfg, tokenizer, "test", n, fewshot=False)]
 
 
+def length_groups(lengths: list[int], ratio: float = 0.5) -> int:
+    """Batches a roomy budget makes: a new one whenever a prompt is under `ratio` of the batch's longest."""
+    groups, longest = 0, None
+    for n in sorted(lengths, reverse=True):
+        if longest is None or n < ratio * longest:
+            groups, longest = groups + 1, n
+    return groups
+
+
 def test_text_equals_hugging_face_generate_one_prompt_at_a_time(tiny_model, tiny_tokenizer):
     prompts = prompts_of(tiny_tokenizer, ["nli", "qa", "ner"])
     ours, stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 12, CPU, 2**30, 64)
@@ -38,7 +47,7 @@ def test_text_equals_hugging_face_generate_one_prompt_at_a_time(tiny_model, tiny
                                   do_sample=False, pad_token_id=tiny_tokenizer.pad_token_id)
         reference.append(tiny_tokenizer.decode(gen[0, len(p):], skip_special_tokens=True))
     assert ours == reference
-    assert stats.sequences == len(prompts) and stats.batches == 1
+    assert stats.sequences == len(prompts) and stats.batches == length_groups([len(p) for p in prompts])
     assert stats.prompt_tokens == sum(map(len, prompts))
 
 
@@ -113,4 +122,46 @@ def test_batch_size_follows_the_memory_budget(tiny_model, tiny_tokenizer):
     budget = 3 * (per_token * (max(map(len, prompts)) + 8) + 10**4)
     roomy, a = greedy_generate(tiny_model, tiny_tokenizer, prompts, 8, CPU, 2**30, 64)
     tight, b = greedy_generate(tiny_model, tiny_tokenizer, prompts, 8, CPU, budget, 64)
-    assert roomy == tight and a.batches == 1 and b.batches > 1
+    assert roomy == tight and a.batches == length_groups([len(p) for p in prompts]) < b.batches
+
+
+def test_batches_keep_padding_bounded(tiny_model, tiny_tokenizer, monkeypatch):
+    """No prompt in a batch is shorter than MIN_LENGTH_RATIO of the batch's longest; texts unchanged."""
+    from trainables import generation
+
+    prompts = prompts_of(tiny_tokenizer, ["qa", "nli"], n=4)
+    widths: list[list[int]] = []
+    real = generation._decode_batch
+
+    def spy(lm, batch, *args, **kwargs):
+        widths.append([len(p) for p in batch])
+        return real(lm, batch, *args, **kwargs)
+
+    monkeypatch.setattr(generation, "_decode_batch", spy)
+    bounded, stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 6, CPU, 2**30, 64)
+    assert max(map(len, prompts)) > 2 * min(map(len, prompts))  # the data needs more than one batch
+    assert stats.batches == len(widths) > 1
+    assert all(min(w) >= generation.MIN_LENGTH_RATIO * max(w) for w in widths)
+    monkeypatch.setattr(generation, "MIN_LENGTH_RATIO", 0.0)
+    widths.clear()
+    one, one_stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 6, CPU, 2**30, 64)
+    assert one_stats.batches == 1 and one == bounded
+
+
+def test_cache_masks_hide_padding_and_the_future():
+    """Prefill: a real query sees real keys at or before it; padding sees itself only. Decoding: the
+    prompts' real columns, nothing beyond them."""
+    from trainables.kv_cache import cache_len, decode_mask, prefill_mask
+
+    padding = torch.tensor([[True, True, False, False], [False, False, False, False]])
+    length = cache_len(4, 3)
+    assert length == 8 and cache_len(4, 4) == 8 and cache_len(4, 5) == 16
+    pre = prefill_mask(padding, length, torch.float32)[:, 0] == 0  # [B, W, L] visible
+    for b in range(2):
+        for q in range(4):
+            for k in range(length):
+                real_q, real_k = not padding[b, q], k < 4 and not padding[b, k]
+                expect = (k <= q and real_k) if real_q else k == q
+                assert bool(pre[b, q, k]) == expect, (b, q, k)
+    dec = decode_mask(padding, length, torch.float32)[:, 0, 0] == 0
+    assert dec.tolist() == [[False, False, True, True] + [False] * 4, [True] * 4 + [False] * 4]

@@ -404,3 +404,16 @@ def test_two_data_parallel_ranks_train_like_one_worker(cache, tmp_path):
         # Evaluation decoded on both ranks; rank 0 reports every (task, language) metric.
         final_keys = {k for k in ddp["reports"][-1] if k.startswith("test/")}
         assert final_keys == {k for k in single_reports[-1] if k.startswith("test/")} and final_keys
+
+
+def test_every_module_trains_from_the_first_step(cache):
+    """LoRA dropout is on from step 1, not only after the first evaluation restored training mode
+    (a loaded model comes in eval mode; the mode change also recompiled every decoder layer)."""
+    from trainables.loop import setup, train_step
+
+    cfg = base_config(cache).model_copy(update={"variant": VariantConfig(condition="sft")})
+    state = setup(cfg, "t", 0, 1, CPU)
+    dropouts = [m for m in state.model.modules() if isinstance(m, torch.nn.Dropout) and m.p > 0]
+    assert dropouts and all(m.training for m in state.model.modules())
+    train_step(state, 1)
+    assert all(m.training for m in dropouts)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+import pytest
+
 import torch
 
 from tuner.loading import load_spec
@@ -44,3 +46,13 @@ def test_auto_is_one_gpu_off_the_gpu_or_for_data_parallel_trials():
 def test_trials_per_gpu_bounds():
     assert trials_per_gpu(10, 1) == 1 and trials_per_gpu(1, 10**6) == MAX_TRIALS_PER_GPU
     assert trials_per_gpu(30 * 2**30, 139 * 2**30) == 4 and trials_per_gpu(50 * 2**30, 139 * 2**30) == 2
+
+
+def test_cache_builds_share_the_gpus_there_are():
+    """Cache builds run side by side: a whole GPU each when there are enough, else equal shares."""
+    from tuner.sweep import cache_gpu_share
+
+    assert cache_gpu_share(2, 1.0) == 0.5 and cache_gpu_share(3, 1.0) == pytest.approx(1 / 3)
+    assert cache_gpu_share(2, 2.0) == 1.0 and cache_gpu_share(1, 8.0) == 1.0
+    assert cache_gpu_share(3, 2.0) == 0.5  # two builds on one of the GPUs
+    assert cache_gpu_share(0, 1.0) == 0.0

@@ -1,0 +1,99 @@
+"""A fixed-size KV cache for batched greedy decoding, and the additive attention masks over it.
+
+Every tensor keeps its address for the whole batch (the cache's keys and values, the column being
+written, the decoding mask), so one decoding step can be recorded once as a CUDA graph and
+replayed (`trainables.generation`). It speaks the part of Hugging Face's cache protocol that a
+decoder's attention layers call (`update`, `get_seq_length`), in the releases that name the
+argument `cache` and in those that name it `past_key_values`.
+
+Columns: a batch's prompts are left-padded to width W and occupy columns [0, W); generated token
+t (t ≥ 1) is written at column W + t - 1. The masks are additive (0 visible, dtype min hidden),
+which both the eager and the SDPA attention of transformers accept as a prepared 4-D mask.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+#: Cache lengths are rounded up to a multiple of this (aligned mask rows for the SDPA kernels).
+ALIGN = 8
+
+
+def cache_len(width: int, max_new_tokens: int) -> int:
+    """Columns a batch of prompts `width` wide needs to decode `max_new_tokens`, aligned."""
+    need = width + max_new_tokens
+    return -(-need // ALIGN) * ALIGN
+
+
+class StaticKV:
+    """Keys and values of every layer for B sequences × L columns, written in place."""
+
+    def __init__(self, config: Any, batch: int, length: int, dtype: torch.dtype, device: torch.device) -> None:
+        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        shape = (batch, heads, length, head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        #: The column one-token (decoding) updates write: a device tensor advanced in place.
+        self.column = torch.zeros(1, dtype=torch.long, device=device)
+        #: Tokens written so far (host side; the forward may ask for it to build positions).
+        self.seen = 0
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any,
+               **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Store this layer's new keys/values and return all L columns of them.
+
+        A multi-token update is the prefill (columns [0, T)); a one-token update writes `column`."""
+        keys, values = self.keys[layer_idx], self.values[layer_idx]
+        if key_states.shape[2] > 1:
+            keys[:, :, :key_states.shape[2]].copy_(key_states)
+            values[:, :, :value_states.shape[2]].copy_(value_states)
+        else:
+            keys.index_copy_(2, self.column, key_states)
+            values.index_copy_(2, self.column, value_states)
+        return keys, values
+
+    def get_seq_length(self, layer_idx: int = 0) -> int:
+        """Tokens written so far (what transformers asks to place new positions)."""
+        return self.seen
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+def prefill_mask(padding: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
+    """[B, 1, W, L] additive mask of the prefill: a query sees the real keys at or before it.
+
+    `padding` [B, W] is True at the left padding. A padding query sees only itself, so no row is
+    fully hidden (which would make NaNs that flow into the cache); no real query sees padding."""
+    b, w = padding.shape
+    q = torch.arange(w, device=padding.device)[:, None]
+    k = torch.arange(length, device=padding.device)[None, :]
+    visible = (k <= q)[None] & ~_pad_columns(padding, length)[:, None, :]
+    visible |= (k == q)[None]
+    return _additive(visible[:, None], dtype)
+
+
+def decode_mask(padding: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
+    """[B, 1, 1, L] additive mask of the first decoding step's keys: the prompts' real columns.
+
+    Each step then un-hides the column it writes (`index_fill_(-1, column, 0)`)."""
+    w = padding.shape[1]
+    visible = ~_pad_columns(padding, length)
+    visible[:, w:] = False
+    return _additive(visible[:, None, None], dtype)
+
+
+def _pad_columns(padding: torch.Tensor, length: int) -> torch.Tensor:
+    """[B, L] True at padding columns (the columns beyond the prompts are not padding)."""
+    out = torch.zeros(padding.shape[0], length, dtype=torch.bool, device=padding.device)
+    out[:, :padding.shape[1]] = padding
+    return out
+
+
+def _additive(visible: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """0 where visible, the dtype's most negative value elsewhere."""
+    mask = torch.zeros(visible.shape, dtype=dtype, device=visible.device)
+    return mask.masked_fill_(~visible, torch.finfo(dtype).min)
