@@ -25,9 +25,41 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-def compare(cfg: Any, device: Any, repeat: bool = False) -> tuple[dict[str, Any], int, int]:
-    """Evaluation decoding of an sft student's dev items with and without CUDA graphs: figures per
-    setting, the item count, and how many items' texts differ between the two."""
+def profile_decoding(state: Any, cfg: Any, device: Any, task: str = "ner") -> dict[str, Any]:
+    """One task's dev items decoded eagerly (grouped attention) under torch.profiler: the GPU's
+    busy time per decoding step against the step's wall time, and the kernels that take it."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from trainables.evaluate import predict
+    from trainables.generation import GenerationStats
+
+    items = [it for it in state.dev_items if it.task == task]
+    run_cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"cuda_graphs": False})})
+    stats = GenerationStats()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof, \
+            torch.compiler.set_stance("force_eager"):
+        t0 = time.perf_counter()
+        predict(state.model, state.tokenizer, items, run_cfg, device, stats)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    gpu_us = sum(e.self_device_time_total for e in events)
+    top = sorted(events, key=lambda e: -e.self_device_time_total)[:12]
+    steps = max(1, stats.decode_steps)
+    return {"task": task, "items": len(items), "decode_steps": stats.decode_steps, "wall_ms_per_step": round(1000 * wall / steps, 2),
+            "gpu_busy_ms_per_step": round(gpu_us / 1000 / steps, 2),
+            "top_kernels": [{"name": e.key[:90], "ms_per_step": round(e.self_device_time_total / 1000 / steps, 3),
+                             "calls_per_step": round(e.count / steps, 1)} for e in top]}
+
+
+def compare(cfg: Any, device: Any, repeat: bool = False, profile: bool = False
+            ) -> tuple[dict[str, Any], int, dict[str, int]]:
+    """Evaluation decoding of an sft student's dev items, eager, with CUDA graphs, and with CUDA
+    graphs and grouped attention (the default): figures per setting, the item count, and how many
+    items' texts differ from the eager setting's."""
     import torch
 
     from trainables.evaluate import predict
@@ -38,23 +70,28 @@ def compare(cfg: Any, device: Any, repeat: bool = False) -> tuple[dict[str, Any]
     items = state.dev_items
     settings: dict[str, Any] = {}
     texts: dict[bool, list[str]] = {}
-    for graphs in (False, True, False, True) if repeat else (False, True):  # eager first: no warm cache favours graphs
-        run_cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"cuda_graphs": graphs})})
+    # (name, CUDA graphs, grouped decoding attention); eager first: no warm cache favours the others
+    variants = [("eager", False, False), ("cuda_graphs", True, False), ("cuda_graphs+grouped", True, True)]
+    for name, graphs, grouped in variants * (2 if repeat else 1):
+        run_cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"cuda_graphs": graphs,
+                                                                             "grouped_attention": grouped})})
         stats = GenerationStats()
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
         with torch.compiler.set_stance("force_eager"):
-            texts[graphs] = predict(state.model, state.tokenizer, items, run_cfg, device, stats)
+            texts[name] = predict(state.model, state.tokenizer, items, run_cfg, device, stats)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - t0
-        settings["cuda_graphs" if graphs else "eager"] = {
+        settings[name] = {
             "seconds": round(seconds, 2), "examples": stats.sequences, "generated_tokens": stats.generated_tokens,
             "decode_steps": stats.decode_steps, "batches": stats.batches,
             "gen_tok_per_s": round(stats.generated_tokens / seconds), "examples_per_s": round(stats.sequences / seconds, 1),
             "ms_per_decode_step": round(1000 * seconds / max(1, stats.decode_steps), 2)}
-    differ = sum(a != b for a, b in zip(texts[True], texts[False]))
+    differ = {name: sum(a != b for a, b in zip(texts[name], texts["eager"])) for name in texts if name != "eager"}
+    if profile:
+        settings["profile"] = profile_decoding(state, cfg, device)
     del state
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -88,14 +125,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                  "max_new_tokens": {t: min(n, args.max_new) for t, n in DEFAULT_MAX_NEW_TOKENS.items()}},
         "resources": {"use_gpu": device.type == "cuda", "gpus_per_worker": 1.0},
     })
-    settings, n_items, differ = compare(cfg, device, args.repeat)
+    settings, n_items, differ = compare(cfg, device, args.repeat, args.profile)
     out: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv),
                            "shape": args.shape, "parameters": n_params, "device": str(device),
                            "items": n_items, "settings": settings}
-    eager, graphs = settings["eager"], settings["cuda_graphs"]
-    out["ratio_tok_per_s"] = round(graphs["gen_tok_per_s"] / eager["gen_tok_per_s"], 2)
-    out["same_texts"] = differ == 0
-    out["differing_texts"] = differ
+    eager = settings["eager"]
+    out["ratio_tok_per_s"] = {name: round(s["gen_tok_per_s"] / eager["gen_tok_per_s"], 2)
+                              for name, s in settings.items() if name not in ("eager", "profile")}
+    out["differing_texts_vs_eager"] = differ
     out["tiny_fp32_check"] = {"items": tiny_items, "differing_texts": tiny_differ, "settings": tiny_settings}
     out["graphs_off_reason"] = graphs_off_reason()
     return out
@@ -110,6 +147,7 @@ def main() -> int:
     p.add_argument("--per-pair", type=int, default=20, help="dev examples per (task, language)")
     p.add_argument("--max-new", type=int, default=32,
                    help="token budget per task, at most (the eager baseline runs ~116 ms per step on the 3B shape)")
+    p.add_argument("--profile", action="store_true", help="also profile one task's eager decoding")
     p.add_argument("--repeat", action="store_true", help="measure each setting twice, alternating")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -118,14 +156,21 @@ def main() -> int:
     lines = [f"generation benchmark {result['date']}: {result['shape']} on {result['device']}, "
              f"{result['items']} dev items"]
     for name, s in result["settings"].items():
-        lines.append(f"  {name:<12} {s['seconds']:>7}s {s['gen_tok_per_s']:>8,} gen tok/s {s['examples_per_s']:>7} ex/s "
+        if name == "profile":
+            continue
+        lines.append(f"  {name:<20} {s['seconds']:>7}s {s['gen_tok_per_s']:>8,} gen tok/s {s['examples_per_s']:>7} ex/s "
                      f"{s['ms_per_decode_step']:>7} ms/step  ({s['generated_tokens']:,} tokens, {s['decode_steps']} steps, "
                      f"{s['batches']} batches)")
-    lines.append(f"  CUDA graphs / eager: {result['ratio_tok_per_s']}×; same texts: {result['same_texts']} "
-                 f"({result['differing_texts']} differ); graphs off: {result['graphs_off_reason']}")
+    lines.append(f"  ratio to eager (gen tok/s): {result['ratio_tok_per_s']}; texts differing from eager's: "
+                 f"{result['differing_texts_vs_eager']} of {result['items']}; graphs off: {result['graphs_off_reason']}")
     tiny = result["tiny_fp32_check"]
-    lines.append(f"  exactness on the pre-trained tiny default (fp32): {tiny['differing_texts']} of {tiny['items']} "
-                 f"texts differ between CUDA graphs and eager")
+    lines.append(f"  exactness on the pre-trained tiny default (fp32): texts differing from eager's "
+                 f"{tiny['differing_texts']} of {tiny['items']}")
+    prof = result["settings"].get("profile")
+    if prof:
+        lines.append(f"  profile ({prof['task']}, {prof['items']} items, eager steps, grouped attention): "
+                     f"{prof['wall_ms_per_step']} ms wall, {prof['gpu_busy_ms_per_step']} ms GPU busy per step")
+        lines += [f"    {k['ms_per_step']:>8} ms/step {k['calls_per_step']:>6}x  {k['name']}" for k in prof["top_kernels"]]
     text = "\n".join(lines) + "\n"
     (args.out / "generation.txt").write_text(text)
     print(text)

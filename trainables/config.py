@@ -194,6 +194,8 @@ class EvalConfig(Section):
     max_new_tokens: dict[str, int] = Field(default_factory=lambda: dict(DEFAULT_MAX_NEW_TOKENS))
     cuda_graphs: bool = Field(True, description="on a GPU, record each batch's decoding step once as a CUDA graph "
                               "and replay it (the eager step is bound by kernel launches)")
+    grouped_attention: bool = Field(True, description="decoding attention reads grouped KV heads as stored instead "
+                                    "of copying them once per query head (SDPA models; trainables/decode_attention.py)")
     mode: Literal["generate", "score"] = "generate"
     save_predictions: bool = True
 

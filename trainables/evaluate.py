@@ -131,7 +131,7 @@ def predict(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: Tr
                 got, st = greedy_generate(model, tokenizer, [items[i].prompt_ids for i in idx],
                                           cfg.eval.max_new_tokens[task], device, eval_budget_bytes(cfg, device),
                                           cfg.eval.batch_size, cfg.eval.stop_strings,
-                                          cfg.eval.attention_budget, cfg.eval.cuda_graphs)
+                                          cfg.eval.attention_budget, cfg.eval.cuda_graphs, cfg.eval.grouped_attention)
                 if stats is not None:
                     stats.add(st)
             for i, text in zip(idx, got):

@@ -18,6 +18,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from trainables.decode_attention import decoding_attention
 from trainables.kv_cache import StaticKV, cache_len, decode_mask, prefill_mask
 from trainables.models import causal_lm
 
@@ -248,16 +249,19 @@ class _StepRunner:
 
 @torch.no_grad()
 def _decode_batch(lm: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int, pad_id: int,
-                  tables: EndTables, device: torch.device, graphs: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
+                  tables: EndTables, device: torch.device, graphs: bool = True,
+                  grouped: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Greedy continuation ids [B, steps], each sequence's length (its end token included) [B],
-    and the number of decoding steps run (with `graphs`, on CUDA, steps replay a CUDA graph)."""
+    and the number of decoding steps run (with `graphs`, on CUDA, steps replay a CUDA graph; with
+    `grouped`, decoding attention reads the grouped KV heads as stored)."""
     dec = _Decoder(lm, prompts, max_new_tokens, pad_id, tables, device)
-    dec.prefill()
-    run = _StepRunner(dec.step, device, graphs)
-    steps = 1
-    while steps < max_new_tokens and not (steps % SYNC_EVERY == 0 and bool(dec.done.all())):
-        run()
-        steps += 1
+    with decoding_attention(lm, grouped):
+        dec.prefill()
+        run = _StepRunner(dec.step, device, graphs)
+        steps = 1
+        while steps < max_new_tokens and not (steps % SYNC_EVERY == 0 and bool(dec.done.all())):
+            run()
+            steps += 1
     out, lengths = dec.out[:, :steps].clone(), dec.lengths.clamp(max=steps)
     del run, dec  # the graph's memory pool and the KV cache go back to the allocator
     return out, lengths, steps
@@ -266,7 +270,7 @@ def _decode_batch(lm: nn.Module, prompts: Sequence[Sequence[int]], max_new_token
 def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                     device: torch.device, budget_bytes: int, max_batch: int,
                     stops: Sequence[str] = (), attention_area: int | None = None,
-                    cuda_graphs: bool = True) -> tuple[list[str], GenerationStats]:
+                    cuda_graphs: bool = True, grouped_attention: bool = True) -> tuple[list[str], GenerationStats]:
     """Greedy continuations of token-id prompts, in order, cut at the first stop string.
 
     Prompts are sorted by length and batched so that each batch's KV cache and prefill fit in
@@ -292,7 +296,7 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
         idx = [i for i in order[start:start + size] if len(prompts[i]) >= MIN_LENGTH_RATIO * longest]
         start += len(idx)
         gen, lengths, steps = _decode_batch(lm, [prompts[i] for i in idx], max_new_tokens, pad, tables, device,
-                                            cuda_graphs)
+                                            cuda_graphs, grouped_attention)
         for row, n, i in zip(gen.tolist(), lengths.tolist(), idx):
             texts[i] = cut_at_stop(tokenizer.decode(row[:n], skip_special_tokens=True), stops)
             stats.generated_tokens += n
