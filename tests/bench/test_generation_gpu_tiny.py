@@ -1,0 +1,30 @@
+"""The generation benchmark's logic on a CPU: it runs the product's evaluation in its three
+settings (eager, CUDA graphs, graphs + grouped attention — the last two run eagerly off a GPU),
+and on the pre-trained tiny default in fp32 every setting gives eager's texts."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from tests.conftest import XTREME_SAMPLE
+
+
+@pytest.mark.skipif(not XTREME_SAMPLE.is_dir(), reason="the shared XTREME sample is not here")
+def test_generation_benchmark_runs_on_the_tiny_shape(tmp_path):
+    from bench.generation_gpu import run
+
+    args = argparse.Namespace(data=XTREME_SAMPLE, out=tmp_path, work=tmp_path / "work", shape="tiny", per_pair=1,
+                              repeat=False, profile=True, max_new=4)
+    result = run(args)
+    settings = result["settings"]
+    assert {"eager", "cuda_graphs", "cuda_graphs+grouped", "profile"} <= set(settings)
+    for name in ("eager", "cuda_graphs", "cuda_graphs+grouped"):
+        s = settings[name]
+        assert s["examples"] == result["items"] > 0 and 0 < s["generated_tokens"] <= 4 * s["examples"]
+    assert set(result["ratio_tok_per_s"]) == {"cuda_graphs", "cuda_graphs+grouped"}
+    tiny = result["tiny_fp32_check"]
+    assert tiny["items"] > 0 and tiny["differing_texts"] == {"cuda_graphs": 0, "cuda_graphs+grouped": 0}
+    assert settings["profile"]["task"] == "ner" and settings["profile"]["decode_steps"] > 0
+    assert result["graphs_off_reason"] is None
