@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from trainables.decode_attention import decoding_attention
-from trainables.kv_cache import StaticKV, cache_len, decode_mask, prefill_mask
+from trainables.kv_cache import StaticKV, attention_heads, cache_len, decode_mask, prefill_mask
 from trainables.models import causal_lm
 
 #: Steps between two checks of "has every sequence ended?" (each check is one host sync).
@@ -47,10 +47,8 @@ class GenerationStats:
 
 def kv_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
     """Bytes of KV cache one token takes in every layer of a decoder with this config."""
-    layers = config.num_hidden_layers
-    heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-    return 2 * layers * heads * head_dim * torch.empty((), dtype=dtype).element_size()
+    _, kv_heads, head_dim = attention_heads(config)
+    return 2 * config.num_hidden_layers * kv_heads * head_dim * torch.empty((), dtype=dtype).element_size()
 
 
 def prefill_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
@@ -66,11 +64,11 @@ def batch_size_for(config: Any, dtype: torch.dtype, prompt_len: int, max_new_tok
     width = prompt_len + max_new_tokens
     length = cache_len(prompt_len, max_new_tokens)
     size = torch.empty((), dtype=dtype).element_size()
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    heads, _, head_dim = attention_heads(config)
     per_seq = (kv_bytes_per_token(config, dtype) * length
                + prefill_bytes_per_token(config, dtype) * prompt_len
                + size * prompt_len * length  # the prefill's additive mask
-               + 2 * size * config.num_attention_heads * head_dim * length  # one layer's keys/values per query head
+               + 2 * size * heads * head_dim * length  # one layer's keys/values per query head
                + 4 * config.vocab_size)  # the last position's fp32 logits
     rows = min(cap, budget_bytes // max(1, per_seq))
     if attention_area is not None:

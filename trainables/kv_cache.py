@@ -27,13 +27,20 @@ def cache_len(width: int, max_new_tokens: int) -> int:
     return -(-need // ALIGN) * ALIGN
 
 
+def attention_heads(config: Any) -> tuple[int, int, int]:
+    """(query heads, key/value heads, head dimension) of a decoder with this config."""
+    heads = config.num_attention_heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    return heads, kv_heads, head_dim
+
+
 class StaticKV:
     """Keys and values of every layer for B sequences × L columns, written in place."""
 
     def __init__(self, config: Any, batch: int, length: int, dtype: torch.dtype, device: torch.device) -> None:
-        heads = getattr(config, "num_key_value_heads", None) or config.num_attention_heads
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
-        shape = (batch, heads, length, head_dim)
+        _, kv_heads, head_dim = attention_heads(config)
+        shape = (batch, kv_heads, length, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
         #: The column one-token (decoding) updates write: a device tensor advanced in place.

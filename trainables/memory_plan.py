@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from trainables.config import TrialConfig
+from trainables.kv_cache import attention_heads
 
 GB = 1024**3
 #: Activation bytes kept for backward, per student token, per unit of hidden × layers (bf16).
@@ -35,9 +36,7 @@ USABLE = 0.9
 def parameter_count(config: Any) -> int:
     """Parameters of a Llama-style decoder with this config (embeddings counted once if tied)."""
     h, layers, v = config.hidden_size, config.num_hidden_layers, config.vocab_size
-    heads = config.num_attention_heads
-    kv = getattr(config, "num_key_value_heads", None) or heads
-    head_dim = getattr(config, "head_dim", None) or h // heads
+    heads, kv, head_dim = attention_heads(config)
     attn = h * heads * head_dim * 2 + h * kv * head_dim * 2
     mlp = 3 * h * config.intermediate_size
     embed = v * h * (1 if getattr(config, "tie_word_embeddings", False) else 2)
