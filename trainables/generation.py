@@ -164,7 +164,6 @@ class _Decoder:
         self.ids, self.padding = ids.to(device), padding.to(device)
         self.kv = StaticKV(lm.config, b, length, dtype, device)
         self.mask = decode_mask(self.padding, length, dtype)
-        self.prefill_mask = prefill_mask(self.padding, length, dtype)
         self.pos = (~self.padding).long().cumsum(-1) - 1
         self.inp = torch.full((b, 1), pad_id, dtype=torch.long, device=device)
         self.t = torch.zeros(1, dtype=torch.long, device=device)
@@ -190,7 +189,9 @@ class _Decoder:
 
     def prefill(self) -> None:
         """The prompts' forward: fills columns [0, W) of the cache and records step 0."""
-        self._record(self._forward(self.ids, self.prefill_mask, (self.pos).clamp(min=0)))
+        # The [B, 1, W, L] prefill mask lives only for this forward, not through the decoding steps.
+        mask = prefill_mask(self.padding, self.mask.shape[-1], self.mask.dtype)
+        self._record(self._forward(self.ids, mask, self.pos.clamp(min=0)))
         self.kv.seen = self.ids.shape[1]
         self.kv.column.fill_(self.ids.shape[1])
         self.pos = self.pos[:, -1:] + 1
