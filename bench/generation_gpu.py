@@ -1,13 +1,15 @@
-"""Evaluation decoding through the product's own `trainables.evaluate.evaluate`, with each batch's
-decoding step replayed as a CUDA graph (eval.cuda_graphs=true, the default) against the same step
-launched eagerly (false), in the same run, on the same items: generated tok/s, examples/s, the ratio,
-and whether both produced the same texts.
+"""Evaluation decoding through the product's own `trainables.evaluate.predict`, in the same run on
+the same items: eager (the baseline), then adding one lever at a time — each batch's decoding step
+replayed as a CUDA graph, grouped-head decoding attention, decoding tensors and recorded step
+reused across batches, LoRA merged into weight copies (the last is the product's default).
+Generated tok/s, examples/s, the ratio to eager, and whether the texts are the same.
 
     python bench/generation_gpu.py --data /tmp/xs/xtreme-sample --out $OUT        # on the GPU machine
     python bench/generation_gpu.py --shape tiny --data ../shared/data/xtreme-sample --out /tmp/g --per-pair 2
 
-The student is what an `sft` trial evaluates (`trainables.loop.setup`: the model, LoRA adapters,
-compiled decoder layers run eager while decoding), on the study benchmark's random-weight model
+The student is what an `sft` trial evaluates (`trainables.loop.setup`: the model, LoRA adapters
+with small random lora_B so that merging them is not a no-op, compiled decoder layers run eager
+while decoding), on the study benchmark's random-weight model
 and tokenizer (bench/study_gpu.py builds them, or reuses them from --work). Random weights decode
 to every task's token budget: the worst case.
 """
@@ -55,11 +57,23 @@ def profile_decoding(state: Any, cfg: Any, device: Any, task: str = "ner") -> di
                              "calls_per_step": round(e.count / steps, 1)} for e in top]}
 
 
+def nonzero_adapters(model: Any, scale: float = 0.02) -> None:
+    """Give every lora_B small seeded random values (PEFT starts them at zero, which would make
+    the merged setting trivially exact): the student of a trial after some training."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.copy_((torch.randn(p.shape, generator=g) * scale).to(p.device, p.dtype))
+
+
 def compare(cfg: Any, device: Any, repeat: bool = False, profile: bool = False
             ) -> tuple[dict[str, Any], int, dict[str, int]]:
-    """Evaluation decoding of an sft student's dev items, eager, with CUDA graphs, and with CUDA
-    graphs and grouped attention (the default): figures per setting, the item count, and how many
-    items' texts differ from the eager setting's."""
+    """Evaluation decoding of an sft student's dev items, eager, then adding one lever at a time
+    (CUDA graphs, grouped attention, reused decoders, merged LoRA: the default): figures per
+    setting, the item count, and how many items' texts differ from the eager setting's."""
     import torch
 
     from trainables.evaluate import predict
@@ -67,14 +81,17 @@ def compare(cfg: Any, device: Any, repeat: bool = False, profile: bool = False
     from trainables.loop import setup
 
     state = setup(cfg, "generation-bench", 0, 1, device)
+    nonzero_adapters(state.model)
     items = state.dev_items
     settings: dict[str, Any] = {}
     texts: dict[bool, list[str]] = {}
-    # (name, CUDA graphs, grouped decoding attention); eager first: no warm cache favours the others
-    variants = [("eager", False, False), ("cuda_graphs", True, False), ("cuda_graphs+grouped", True, True)]
-    for name, graphs, grouped in variants * (2 if repeat else 1):
-        run_cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"cuda_graphs": graphs,
-                                                                             "grouped_attention": grouped})})
+    # Each setting adds one lever to the one before (the last is the product's default); eager
+    # first: no warm cache favours the others.
+    levers = ("cuda_graphs", "grouped_attention", "reuse_decoder", "merge_lora")
+    variants = [("eager", {}), ("cuda_graphs", {"cuda_graphs"}), ("cuda_graphs+grouped", {"cuda_graphs", "grouped_attention"}),
+                ("+reuse", {"cuda_graphs", "grouped_attention", "reuse_decoder"}), ("+merged (default)", set(levers))]
+    for name, on in variants * (2 if repeat else 1):
+        run_cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={k: k in on for k in levers})})
         stats = GenerationStats()
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -86,7 +103,7 @@ def compare(cfg: Any, device: Any, repeat: bool = False, profile: bool = False
         seconds = time.perf_counter() - t0
         settings[name] = {
             "seconds": round(seconds, 2), "examples": stats.sequences, "generated_tokens": stats.generated_tokens,
-            "decode_steps": stats.decode_steps, "batches": stats.batches,
+            "decode_steps": stats.decode_steps, "batches": stats.batches, "decoders": stats.decoders,
             "gen_tok_per_s": round(stats.generated_tokens / seconds), "examples_per_s": round(stats.sequences / seconds, 1),
             "ms_per_decode_step": round(1000 * seconds / max(1, stats.decode_steps), 2)}
     differ = {name: sum(a != b for a, b in zip(texts[name], texts["eager"])) for name in texts if name != "eager"}
@@ -160,7 +177,7 @@ def main() -> int:
             continue
         lines.append(f"  {name:<20} {s['seconds']:>7}s {s['gen_tok_per_s']:>8,} gen tok/s {s['examples_per_s']:>7} ex/s "
                      f"{s['ms_per_decode_step']:>7} ms/step  ({s['generated_tokens']:,} tokens, {s['decode_steps']} steps, "
-                     f"{s['batches']} batches)")
+                     f"{s['batches']} batches, {s['decoders']} decoders)")
     lines.append(f"  ratio to eager (gen tok/s): {result['ratio_tok_per_s']}; texts differing from eager's: "
                  f"{result['differing_texts_vs_eager']} of {result['items']}; graphs off: {result['graphs_off_reason']}")
     tiny = result["tiny_fp32_check"]
@@ -168,7 +185,7 @@ def main() -> int:
                  f"{tiny['differing_texts']} of {tiny['items']}")
     prof = result["settings"].get("profile")
     if prof:
-        lines.append(f"  profile ({prof['task']}, {prof['items']} items, eager steps, grouped attention): "
+        lines.append(f"  profile ({prof['task']}, {prof['items']} items, eager steps, grouped attention, merged LoRA): "
                      f"{prof['wall_ms_per_step']} ms wall, {prof['gpu_busy_ms_per_step']} ms GPU busy per step")
         lines += [f"    {k['ms_per_step']:>8} ms/step {k['calls_per_step']:>6}x  {k['name']}" for k in prof["top_kernels"]]
     text = "\n".join(lines) + "\n"

@@ -196,6 +196,10 @@ class EvalConfig(Section):
                               "and replay it (the eager step is bound by kernel launches)")
     grouped_attention: bool = Field(True, description="decoding attention reads grouped KV heads as stored instead "
                                     "of copying them once per query head (SDPA models; trainables/decode_attention.py)")
+    merge_lora: bool = Field(True, description="evaluate LoRA students with each adapter folded into a copy of its "
+                             "base weight (one GEMM per projection; trainables/merged_lora.py)")
+    reuse_decoder: bool = Field(True, description="a generation batch reuses the last batch's KV cache and recorded "
+                                "decoding step when it fits them (≤ 2× its rows and columns)")
     mode: Literal["generate", "score"] = "generate"
     save_predictions: bool = True
 

@@ -22,8 +22,9 @@ from torch import nn
 from trainables.alignment import Encoded, collate, encode, encode_prompt
 from trainables.config import TrialConfig
 from trainables.data import available_langs, close_with_eos, fewshot_encoding, load_records, subset
-from trainables.generation import GenerationStats, greedy_generate
+from trainables.generation import GenerationStats, greedy_generate, open_session
 from trainables.memory_plan import eval_budget_bytes
+from trainables.merged_lora import merged_lora
 from trainables.metric_keys import ALL, AVG, eval_key, gen_key
 from trainables.models import AnswerSpanLM
 from trainables.prompts import render
@@ -121,21 +122,31 @@ def predict(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: Tr
     texts = [""] * len(items)
     if device.type == "cuda":
         torch.cuda.empty_cache()  # the training step's cached blocks: give them to the KV cache
+    ev = cfg.eval
     try:
-        for task in dict.fromkeys(it.task for it in items):
-            idx = [i for i, it in enumerate(items) if it.task == task]
-            if cfg.eval.mode == "score" and get_task(task).choices:
-                picks = score_choices(model, tokenizer, [items[i] for i in idx], cfg.eval.batch_size, device)
-                got = [" " + p for p in picks]
-            else:
-                got, st = greedy_generate(model, tokenizer, [items[i].prompt_ids for i in idx],
-                                          cfg.eval.max_new_tokens[task], device, eval_budget_bytes(cfg, device),
-                                          cfg.eval.batch_size, cfg.eval.stop_strings,
-                                          cfg.eval.attention_budget, cfg.eval.cuda_graphs, cfg.eval.grouped_attention)
-                if stats is not None:
-                    stats.add(st)
-            for i, text in zip(idx, got):
-                texts[i] = text
+        # LoRA folded into weight copies for the whole prediction; one decoding session across
+        # tasks (its recorded steps read those copies, so it closes before they are dropped).
+        with merged_lora(model, ev.merge_lora):
+            session = open_session(model, tokenizer, ev.stop_strings, device, ev.cuda_graphs, ev.grouped_attention,
+                                   ev.reuse_decoder)
+            try:
+                for task in dict.fromkeys(it.task for it in items):
+                    idx = [i for i, it in enumerate(items) if it.task == task]
+                    if ev.mode == "score" and get_task(task).choices:
+                        picks = score_choices(model, tokenizer, [items[i] for i in idx], ev.batch_size, device)
+                        got = [" " + p for p in picks]
+                    else:
+                        # What the session holds is this call's to reuse or give back: part of its budget.
+                        budget = eval_budget_bytes(cfg, device) + session.held_bytes()
+                        got, st = greedy_generate(model, tokenizer, [items[i].prompt_ids for i in idx],
+                                                  ev.max_new_tokens[task], device, budget, ev.batch_size,
+                                                  ev.stop_strings, ev.attention_budget, session=session)
+                        if stats is not None:
+                            stats.add(st)
+                    for i, text in zip(idx, got):
+                        texts[i] = text
+            finally:
+                session.close()
     finally:
         model.train(was_training)
         if device.type == "cuda":
@@ -213,5 +224,6 @@ def evaluate(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: T
     seconds = time.perf_counter() - t0
     metrics.update({gen_key("examples"): float(stats.sequences), gen_key("tokens"): float(stats.generated_tokens),
                     gen_key("prompt_tokens"): float(stats.prompt_tokens), gen_key("batches"): float(stats.batches),
+                    gen_key("decoders"): float(stats.decoders),
                     gen_key("seconds"): seconds})
     return metrics, rows

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from trainables.decode_attention import decoding_attention
-from trainables.kv_cache import StaticKV, attention_heads, cache_len, decode_mask, prefill_mask
+from trainables.kv_cache import ALIGN, StaticKV, attention_heads, cache_len, decode_mask, prefill_mask
 from trainables.models import causal_lm
 
 #: Steps between two checks of "has every sequence ended?" (each check is one host sync).
@@ -38,6 +38,9 @@ class GenerationStats:
     generated_tokens: int = 0
     prompt_tokens: int = 0
     decode_steps: int = 0
+    #: Sets of decoding tensors built (on CUDA with graphs, each records its step once); the
+    #: other batches reused the tensors and recorded step of the batch before them.
+    decoders: int = 0
 
     def add(self, other: "GenerationStats") -> None:
         """Accumulate another call's counts."""
@@ -144,33 +147,64 @@ def graphs_off_reason() -> str | None:
 
 
 class _Decoder:
-    """One batch's decoding state in fixed tensors, and the step that advances it in place.
+    """Decoding state for up to `rows` sequences in fixed tensors, and the step that advances it.
 
     `step()` feeds the last token, writes the next one at step t and updates which sequences have
     ended; every tensor it touches keeps its address, so on CUDA the step is recorded once as a
-    graph and replayed (launching ~2,000 kernels per step from Python cost ~70 ms on a 3B model)."""
+    graph and replayed (launching ~2,000 kernels per step from Python cost ~70 ms on a 3B model).
+    The same tensors then serve the next batch that fits them (`load`): fewer rows (the rest are
+    idle rows, ended from the start), a narrower cache (columns beyond it stay hidden), a smaller
+    token budget. Nothing from the earlier batch is visible to the next: the prefill rewrites the
+    prompt columns and the mask hides every column until it is written again."""
 
-    def __init__(self, lm: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int, pad_id: int,
+    def __init__(self, lm: nn.Module, rows: int, length: int, max_new_tokens: int, pad_id: int,
                  tables: EndTables, device: torch.device) -> None:
         dtype = next(lm.parameters()).dtype
+        self.lm, self.tables, self.pad_id, self.key = lm, tables, pad_id, _cache_kwarg(type(lm).forward)
+        self.rows, self.length, self.max_new = rows, length, max_new_tokens
+        self.device, self.dtype = device, dtype
+        self.kv = StaticKV(lm.config, rows, length, dtype, device)
+        self.mask = torch.zeros(rows, 1, 1, length, dtype=dtype, device=device)
+        self.pos = torch.zeros(rows, 1, dtype=torch.long, device=device)
+        self.inp = torch.full((rows, 1), pad_id, dtype=torch.long, device=device)
+        self.t = torch.zeros(1, dtype=torch.long, device=device)
+        self.out = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
+        self.lengths = torch.full((rows,), max_new_tokens, dtype=torch.long, device=device)
+        self.done = torch.zeros(rows, dtype=torch.bool, device=device)
+        self.started = torch.zeros_like(self.done)
+        self.ids = self.padding = torch.empty(0)
+
+    def nbytes(self) -> int:
+        """Bytes these tensors take (the KV cache, mostly)."""
+        tensors = [*self.kv.keys, *self.kv.values, self.mask, self.pos, self.inp, self.out, self.lengths]
+        return sum(t.numel() * t.element_size() for t in tensors)
+
+    def fits(self, rows: int, length: int, max_new_tokens: int) -> bool:
+        """Whether a batch of `rows` sequences needing `length` columns fits these tensors with
+        bounded waste (at most about twice the rows and twice the columns it needs)."""
+        return (rows <= self.rows <= 2 * rows + ALIGN and length <= self.length <= 2 * length
+                and max_new_tokens <= self.max_new)
+
+    def load(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> None:
+        """Make a new batch of prompts (left-padded to their longest) the decoding state, in place."""
         b, width = len(prompts), max(len(p) for p in prompts)
-        length = cache_len(width, max_new_tokens)
-        ids = torch.full((b, width), pad_id, dtype=torch.long)
+        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
         padding = torch.ones(b, width, dtype=torch.bool)
         for row, p in enumerate(prompts):  # left padding: every prompt ends at the last column
             ids[row, width - len(p):] = torch.tensor(p, dtype=torch.long)
             padding[row, width - len(p):] = False
-        self.lm, self.tables, self.pad_id, self.key = lm, tables, pad_id, _cache_kwarg(type(lm).forward)
-        self.ids, self.padding = ids.to(device), padding.to(device)
-        self.kv = StaticKV(lm.config, b, length, dtype, device)
-        self.mask = decode_mask(self.padding, length, dtype)
-        self.pos = (~self.padding).long().cumsum(-1) - 1
-        self.inp = torch.full((b, 1), pad_id, dtype=torch.long, device=device)
-        self.t = torch.zeros(1, dtype=torch.long, device=device)
-        self.out = torch.full((b, max_new_tokens), pad_id, dtype=torch.long, device=device)
-        self.lengths = torch.full((b,), max_new_tokens, dtype=torch.long, device=device)
-        self.done = torch.zeros(b, dtype=torch.bool, device=device)
-        self.started = torch.zeros_like(self.done)
+        self.ids, self.padding = ids.to(self.device), padding.to(self.device)
+        # Idle rows (beyond the batch) see no prompt column: each step shows them their own token.
+        idle = torch.ones(self.rows, width, dtype=torch.bool, device=self.device)
+        idle[:b] = self.padding
+        self.mask.copy_(decode_mask(idle, self.length, self.dtype))
+        self.pos.zero_()
+        self.t.zero_()
+        self.out.fill_(self.pad_id)
+        self.lengths.fill_(max_new_tokens)
+        self.done.fill_(True)
+        self.done[:b] = False
+        self.started.zero_()
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         return self.lm(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
@@ -179,6 +213,8 @@ class _Decoder:
     def _record(self, logits: torch.Tensor) -> None:
         """Write the greedy token at step t, mark the sequences it ends, and advance t."""
         tables, nxt = self.tables, logits.argmax(-1)
+        if nxt.shape[0] < self.rows:  # the prefill of a batch smaller than the tensors: idle rows get padding
+            nxt = torch.cat([nxt, nxt.new_full((self.rows - nxt.shape[0],), self.pad_id)])
         self.out.index_copy_(1, self.t, torch.where(self.done, self.pad_id, nxt)[:, None])
         self.started.logical_or_(tables.content[nxt])
         ends_now = ~self.done & (tables.eos[nxt] | (tables.stop[nxt] & self.started))
@@ -188,13 +224,19 @@ class _Decoder:
         self.t.add_(1)
 
     def prefill(self) -> None:
-        """The prompts' forward: fills columns [0, W) of the cache and records step 0."""
+        """The loaded prompts' forward: fills columns [0, W) of their rows and records step 0."""
+        b, width = self.ids.shape
         # The [B, 1, W, L] prefill mask lives only for this forward, not through the decoding steps.
-        mask = prefill_mask(self.padding, self.mask.shape[-1], self.mask.dtype)
-        self._record(self._forward(self.ids, mask, self.pos.clamp(min=0)))
-        self.kv.seen = self.ids.shape[1]
-        self.kv.column.fill_(self.ids.shape[1])
-        self.pos = self.pos[:, -1:] + 1
+        mask = prefill_mask(self.padding, self.length, self.dtype)
+        pos = (~self.padding).long().cumsum(-1) - 1
+        self.kv.rows = b
+        try:
+            self._record(self._forward(self.ids, mask, pos.clamp(min=0)))
+        finally:
+            self.kv.rows = None
+        self.kv.seen = width
+        self.kv.column.fill_(width)
+        self.pos[:b].copy_(pos[:, -1:] + 1)
 
     def step(self) -> None:
         """One decoding step: the last token at its column and position, then the next token."""
@@ -206,7 +248,8 @@ class _Decoder:
 
 class _StepRunner:
     """Runs `step` eagerly, or on CUDA: once eagerly on a side stream (warm-up), then recorded as a
-    CUDA graph and replayed; a failed capture turns graphs off for the process, with its reason."""
+    CUDA graph and replayed from then on; a failed capture turns graphs off for the process, with
+    its reason."""
 
     def __init__(self, step: Any, device: torch.device, graphs: bool = True) -> None:
         self.step, self.calls, self.graph = step, 0, None
@@ -246,30 +289,64 @@ class _StepRunner:
         return graph
 
 
+class DecodeSession:
+    """The decoding tensors and recorded step of the last batch, kept for the next batch that fits
+    them (`_Decoder.fits`): a batch that reuses them skips the allocation, the eager warm-up step
+    and the graph capture. One session serves one model state (its weights must not change while
+    the session is open: the recorded step reads them by address); `close()` frees everything."""
+
+    def __init__(self, lm: nn.Module, pad_id: int, tables: EndTables, device: torch.device, graphs: bool = True,
+                 grouped: bool = True, reuse: bool = True) -> None:
+        self.lm, self.pad_id, self.tables, self.device = lm, pad_id, tables, device
+        self.graphs, self.grouped, self.reuse = graphs, grouped, reuse
+        self.decoder: _Decoder | None = None
+        self.runner: _StepRunner | None = None
+        #: Decoding tensors built (each new set on CUDA also records its step once).
+        self.builds = 0
+
+    def held_bytes(self) -> int:
+        """Bytes the kept tensors take (given back before a batch that does not fit them)."""
+        return self.decoder.nbytes() if self.decoder is not None else 0
+
+    def decoder_for(self, rows: int, length: int, max_new_tokens: int) -> tuple[_Decoder, _StepRunner]:
+        """Tensors (and step runner) for a batch of this size: the kept ones if it fits them, else new."""
+        if self.decoder is None or self.runner is None or not (
+                self.reuse and self.decoder.fits(rows, length, max_new_tokens)):
+            self.close()  # the old KV cache goes back before the new one is allocated
+            self.decoder = _Decoder(self.lm, rows, length, max_new_tokens, self.pad_id, self.tables, self.device)
+            self.runner = _StepRunner(self.decoder.step, self.device, self.graphs)
+            self.builds += 1
+        return self.decoder, self.runner
+
+    def close(self) -> None:
+        """Free the kept tensors and the recorded step (its memory pool goes back to the allocator)."""
+        self.decoder = self.runner = None
+
+
 @torch.no_grad()
-def _decode_batch(lm: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int, pad_id: int,
-                  tables: EndTables, device: torch.device, graphs: bool = True,
-                  grouped: bool = True) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _decode_batch(lm: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                  session: DecodeSession) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Greedy continuation ids [B, steps], each sequence's length (its end token included) [B],
-    and the number of decoding steps run (with `graphs`, on CUDA, steps replay a CUDA graph; with
-    `grouped`, decoding attention reads the grouped KV heads as stored)."""
-    dec = _Decoder(lm, prompts, max_new_tokens, pad_id, tables, device)
-    with decoding_attention(lm, grouped):
+    and the number of decoding steps run, on the session's tensors (on CUDA with graphs, steps
+    replay its recorded step; with grouped attention, decoding reads the grouped KV heads as stored)."""
+    width = max(len(p) for p in prompts)
+    dec, run = session.decoder_for(len(prompts), cache_len(width, max_new_tokens), max_new_tokens)
+    dec.load(prompts, max_new_tokens)
+    with decoding_attention(lm, session.grouped):
         dec.prefill()
-        run = _StepRunner(dec.step, device, graphs)
         steps = 1
         while steps < max_new_tokens and not (steps % SYNC_EVERY == 0 and bool(dec.done.all())):
             run()
             steps += 1
-    out, lengths = dec.out[:, :steps].clone(), dec.lengths.clamp(max=steps)
-    del run, dec  # the graph's memory pool and the KV cache go back to the allocator
-    return out, lengths, steps
+    b = len(prompts)
+    return dec.out[:b, :steps].clone(), dec.lengths[:b].clamp(max=steps), steps
 
 
 def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int,
                     device: torch.device, budget_bytes: int, max_batch: int,
                     stops: Sequence[str] = (), attention_area: int | None = None,
-                    cuda_graphs: bool = True, grouped_attention: bool = True) -> tuple[list[str], GenerationStats]:
+                    cuda_graphs: bool = True, grouped_attention: bool = True,
+                    session: DecodeSession | None = None) -> tuple[list[str], GenerationStats]:
     """Greedy continuations of token-id prompts, in order, cut at the first stop string.
 
     Prompts are sorted by length and batched so that each batch's KV cache and prefill fit in
@@ -277,30 +354,45 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
     batch's longest); a batch ends when all its sequences have
     produced an end token (EOS, or a token containing a stop string) or the token budget.
     On the CPU, `attention_area` also bounds rows × width² of a batch: eager attention there
-    materialises every score (long real MLQA prompts once made 13 GB trials)."""
+    materialises every score (long real MLQA prompts once made 13 GB trials).
+    With `session` (from `open_session`, same model, tokenizer and stops), batches reuse decoding
+    tensors and recorded steps across calls; without, the call opens and closes its own."""
     lm = causal_lm(model)
     dtype = next(lm.parameters()).dtype
-    tables = end_tables(tokenizer, model, tuple(stops)).to(device)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    own = session is None
+    if session is None:
+        session = open_session(model, tokenizer, stops, device, cuda_graphs, grouped_attention)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     texts: list[str] = [""] * len(prompts)
     stats = GenerationStats()
+    builds = session.builds
     start = 0
-    while start < len(order):
-        # The longest prompt left sets the batch's size: later batches have shorter prompts.
-        area = attention_area if device.type == "cpu" else None
-        size = batch_size_for(lm.config, dtype, len(prompts[order[start]]), max_new_tokens, budget_bytes, max_batch,
-                              area)
-        longest = len(prompts[order[start]])
-        idx = [i for i in order[start:start + size] if len(prompts[i]) >= MIN_LENGTH_RATIO * longest]
-        start += len(idx)
-        gen, lengths, steps = _decode_batch(lm, [prompts[i] for i in idx], max_new_tokens, pad, tables, device,
-                                            cuda_graphs, grouped_attention)
-        for row, n, i in zip(gen.tolist(), lengths.tolist(), idx):
-            texts[i] = cut_at_stop(tokenizer.decode(row[:n], skip_special_tokens=True), stops)
-            stats.generated_tokens += n
-        stats.sequences += len(idx)
-        stats.batches += 1
-        stats.decode_steps += steps
-        stats.prompt_tokens += sum(len(prompts[i]) for i in idx)
+    try:
+        while start < len(order):
+            # The longest prompt left sets the batch's size: later batches have shorter prompts.
+            area = attention_area if device.type == "cpu" else None
+            longest = len(prompts[order[start]])
+            size = batch_size_for(lm.config, dtype, longest, max_new_tokens, budget_bytes, max_batch, area)
+            idx = [i for i in order[start:start + size] if len(prompts[i]) >= MIN_LENGTH_RATIO * longest]
+            start += len(idx)
+            gen, lengths, steps = _decode_batch(lm, [prompts[i] for i in idx], max_new_tokens, session)
+            for row, n, i in zip(gen.tolist(), lengths.tolist(), idx):
+                texts[i] = cut_at_stop(tokenizer.decode(row[:n], skip_special_tokens=True), stops)
+                stats.generated_tokens += n
+            stats.sequences += len(idx)
+            stats.batches += 1
+            stats.decode_steps += steps
+            stats.prompt_tokens += sum(len(prompts[i]) for i in idx)
+    finally:
+        stats.decoders = session.builds - builds
+        if own:
+            session.close()
     return texts, stats
+
+
+def open_session(model: nn.Module, tokenizer: Any, stops: Sequence[str], device: torch.device,
+                 cuda_graphs: bool = True, grouped_attention: bool = True, reuse: bool = True) -> DecodeSession:
+    """A decoding session for this model, tokenizer and stop strings (see `DecodeSession`)."""
+    tables = end_tables(tokenizer, model, tuple(stops)).to(device)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return DecodeSession(causal_lm(model), pad, tables, device, cuda_graphs, grouped_attention, reuse)

@@ -47,14 +47,19 @@ class StaticKV:
         self.column = torch.zeros(1, dtype=torch.long, device=device)
         #: Tokens written so far (host side; the forward may ask for it to build positions).
         self.seen = 0
+        #: During a prefill of fewer sequences than the cache holds: how many (rows [0, rows)).
+        self.rows: int | None = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this layer's new keys/values and return all L columns of them.
 
-        A multi-token update is the prefill (columns [0, T)); a one-token update writes `column`."""
+        A multi-token update is the prefill (columns [0, T) of its rows, the first `rows` when set);
+        a one-token update writes `column` of every row."""
         keys, values = self.keys[layer_idx], self.values[layer_idx]
         if key_states.shape[2] > 1:
+            if self.rows is not None:
+                keys, values = keys[:self.rows], values[:self.rows]
             keys[:, :, :key_states.shape[2]].copy_(key_states)
             values[:, :, :value_states.shape[2]].copy_(value_states)
         else:

@@ -43,20 +43,35 @@ def parameter_count(config: Any) -> int:
     return layers * (attn + mlp + 2 * h) + embed + h
 
 
+def adapted_parameters(cfg: TrialConfig, config: Any) -> int:
+    """Parameters of the projections LoRA adapts (what `eval.merge_lora` copies while evaluating)."""
+    h, layers = config.hidden_size, config.num_hidden_layers
+    heads, kv, head_dim = attention_heads(config)
+    sizes = {"q_proj": h * heads * head_dim, "o_proj": h * heads * head_dim, "k_proj": h * kv * head_dim,
+             "v_proj": h * kv * head_dim, "gate_proj": h * config.intermediate_size,
+             "up_proj": h * config.intermediate_size, "down_proj": h * config.intermediate_size}
+    return layers * sum(sizes.get(t, 0) for t in cfg.model.lora_targets)
+
+
 def trial_bytes(cfg: TrialConfig, config: Any, trains: bool = True) -> int:
-    """Estimated peak GPU bytes of one trial's worker: weights, training state, evaluation."""
+    """Estimated peak GPU bytes of one trial's worker: weights (and full fine-tuning's optimizer
+    state) throughout, plus the larger of the training step's and the evaluation's transient memory
+    (evaluation runs between steps, after the step's activations are freed)."""
     dtype_size = 4 if cfg.model.dtype == "float32" else 2
     params = parameter_count(config)
     need = params * dtype_size
+    training = 0
+    evaluation = int(cfg.eval.memory_gb * GB)
     if trains:
         if cfg.model.finetune == "full":
             need += params * (dtype_size + 8)  # gradients + AdamW's two moments (fp32)
+        elif cfg.eval.merge_lora:
+            evaluation += adapted_parameters(cfg, config) * dtype_size  # the merged weight copies
         per_rank = math.ceil(cfg.train.batch_size / cfg.resources.num_workers)
         tokens = per_rank * cfg.data.max_student_len
-        need += tokens * config.hidden_size * config.num_hidden_layers * ACTIVATION_BYTES * dtype_size // 2
-        need += per_rank * ANSWER_TOKENS * config.vocab_size * 4 * LOGIT_COPIES
-    need += int(cfg.eval.memory_gb * GB)
-    return int(need * ALLOCATOR_SLACK)
+        training += tokens * config.hidden_size * config.num_hidden_layers * ACTIVATION_BYTES * dtype_size // 2
+        training += per_rank * ANSWER_TOKENS * config.vocab_size * 4 * LOGIT_COPIES
+    return int((need + max(training, evaluation)) * ALLOCATOR_SLACK)
 
 
 def trials_per_gpu(need_bytes: int, gpu_bytes: int) -> int:

@@ -1,6 +1,7 @@
-"""The generation benchmark's logic on a CPU: it runs the product's evaluation in its three
-settings (eager, CUDA graphs, graphs + grouped attention — the last two run eagerly off a GPU),
-and on the pre-trained tiny default in fp32 every setting gives eager's texts."""
+"""The generation benchmark's logic on a CPU: it runs the product's evaluation in its five
+settings (eager, then CUDA graphs, grouped attention, reused decoders, merged LoRA added one at a
+time — graphs run eagerly off a GPU), and on the pre-trained tiny default in fp32 every setting
+gives eager's texts."""
 
 from __future__ import annotations
 
@@ -19,12 +20,15 @@ def test_generation_benchmark_runs_on_the_tiny_shape(tmp_path):
                               repeat=False, profile=True, max_new=4)
     result = run(args)
     settings = result["settings"]
-    assert {"eager", "cuda_graphs", "cuda_graphs+grouped", "profile"} <= set(settings)
-    for name in ("eager", "cuda_graphs", "cuda_graphs+grouped"):
+    names = ["eager", "cuda_graphs", "cuda_graphs+grouped", "+reuse", "+merged (default)"]
+    assert set(names) | {"profile"} == set(settings)
+    for name in names:
         s = settings[name]
         assert s["examples"] == result["items"] > 0 and 0 < s["generated_tokens"] <= 4 * s["examples"]
-    assert set(result["ratio_tok_per_s"]) == {"cuda_graphs", "cuda_graphs+grouped"}
+        assert 0 < s["decoders"] <= s["batches"]
+    assert settings["cuda_graphs"]["decoders"] == settings["cuda_graphs"]["batches"]  # no reuse yet
+    assert set(result["ratio_tok_per_s"]) == set(names[1:])
     tiny = result["tiny_fp32_check"]
-    assert tiny["items"] > 0 and tiny["differing_texts"] == {"cuda_graphs": 0, "cuda_graphs+grouped": 0}
+    assert tiny["items"] > 0 and tiny["differing_texts"] == {name: 0 for name in names[1:]}
     assert settings["profile"]["task"] == "ner" and settings["profile"]["decode_steps"] > 0
     assert result["graphs_off_reason"] is None

@@ -165,3 +165,47 @@ def test_cache_masks_hide_padding_and_the_future():
                 assert bool(pre[b, q, k]) == expect, (b, q, k)
     dec = decode_mask(padding, length, torch.float32)[:, 0, 0] == 0
     assert dec.tolist() == [[False, False, True, True] + [False] * 4, [True] * 4 + [False] * 4]
+
+
+def test_batches_reuse_the_last_batchs_tensors_and_give_the_same_text(tiny_model, tiny_tokenizer, monkeypatch):
+    """A batch that fits the previous batch's decoding tensors (fewer rows: idle rows; fewer
+    columns: hidden ones; across tasks' calls in one session) decodes the same text as fresh ones."""
+    from trainables import generation
+
+    prompts = prompts_of(tiny_tokenizer, ["qa", "ner"], n=4)
+    fresh, a = greedy_generate(tiny_model, tiny_tokenizer, prompts, 10, CPU, 2**30, 5)
+    session = generation.open_session(tiny_model, tiny_tokenizer, (), CPU, reuse=False)
+    assert session.reuse is False
+    monkeypatch.setattr(generation._Decoder, "fits", lambda self, *a: False)
+    none_reused, b = greedy_generate(tiny_model, tiny_tokenizer, prompts, 10, CPU, 2**30, 5)
+    monkeypatch.undo()
+    assert fresh == none_reused and b.decoders == b.batches
+    assert a.batches == b.batches > 2 and a.decoders < a.batches  # some batches reused tensors
+    # One session over two calls (two tasks' budgets): the second call may reuse the first's tensors.
+    session = generation.open_session(tiny_model, tiny_tokenizer, (), CPU)
+    first, s1 = greedy_generate(tiny_model, tiny_tokenizer, prompts, 10, CPU, 2**30, 64, session=session)
+    short = sorted(prompts, key=len)[:3]  # they fit the first call's last (shortest) batch
+    second, s2 = greedy_generate(tiny_model, tiny_tokenizer, short, 6, CPU, 2**30, 64, session=session)
+    assert session.held_bytes() > 0
+    session.close()
+    assert session.held_bytes() == 0
+    alone, _ = greedy_generate(tiny_model, tiny_tokenizer, short, 6, CPU, 2**30, 64)
+    assert first == fresh and second == alone and s1.decoders == s1.batches and s2.decoders == 0
+
+
+def test_reuse_is_bounded_to_twice_the_rows_and_columns():
+    from trainables.generation import _Decoder, EndTables
+
+    class Lm(nn.Module):
+        config = type("C", (), {"num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+                                "hidden_size": 8})()
+
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.zeros(1))
+
+    no = torch.zeros(4, dtype=torch.bool)
+    dec = _Decoder(Lm(), 40, 64, 16, 0, EndTables(no, no, no), CPU)
+    assert dec.fits(40, 64, 16) and dec.fits(16, 32, 8) and dec.fits(20, 33, 1)
+    assert not dec.fits(41, 64, 16) and not dec.fits(40, 65, 16) and not dec.fits(40, 64, 17)
+    assert not dec.fits(15, 64, 16) and not dec.fits(40, 31, 16)  # too much idle work
