@@ -304,8 +304,6 @@ def setup(
     v = cfg.variant
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, device, trainable=v.trains)
-    if v.trains and compile_enabled(cfg.train.compile, device.type):
-        compile_decoder_layers(model)  # ~1.8x the eager LoRA step on an H200 (bench/gpu_speed.py)
     fewshot_eval = v.condition == "fewshot"
     # Every rank holds the items: each decodes its share, rank 0 scores them all (evaluate()).
     state = TrainState(
@@ -319,6 +317,8 @@ def setup(
     examples = training_set(cfg, tokenizer)
     cache = TeacherCache(cfg.cache_paths[v.teacher_mode], vocab_size=model.config.vocab_size) if v.uses_teacher else None
     policy = make_policy(v.policy.name, v.policy.params, cfg.data.tasks) if cache is not None else None
+    if compile_enabled(cfg.train.compile, device.type):  # ~1.8x the eager LoRA step on an H200 (bench/gpu_speed.py)
+        compile_decoder_layers(model, retains_graph=policy is not None and policy.acts_on_grads)
     return start_training(state, examples, cache, policy, wrap_ddp)
 
 

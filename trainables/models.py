@@ -331,10 +331,16 @@ class AnswerSpanLM(nn.Module):
         return logits
 
 
-def compile_decoder_layers(model: nn.Module, mode: str | None = None) -> int:
+def compile_decoder_layers(model: nn.Module, mode: str | None = None, retains_graph: bool = False) -> int:
     """Compile each decoder layer in place with torch.compile (regional: one trace reused by every
-    layer, so compiling a 28-layer model costs about one layer's compile); returns the count."""
+    layer, so compiling a 28-layer model costs about one layer's compile); returns the count.
+
+    `retains_graph`: some backward passes will keep the graph (`retain_graph=True`: the split-gradient
+    policies back-propagate CE and KD apart through one forward). A compiled backward that donates
+    its saved buffers refuses those, so donation is turned off for this process (compilation is
+    lazy: the setting is read at the first forward)."""
     import torch._dynamo
+    import torch._functorch.config
 
     layers = getattr(causal_lm(model).get_decoder(), "layers", None)
     if layers is None:
@@ -342,6 +348,8 @@ def compile_decoder_layers(model: nn.Module, mode: str | None = None) -> int:
     # One graph per (first layer, the others: its input needs no gradient) with dynamic lengths
     # from the start; the limit leaves room for the rest (training on the 3B shape once hit 8).
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, RECOMPILE_LIMIT)
+    if retains_graph:
+        torch._functorch.config.donated_buffer = False
     for layer in layers:
         layer.compile(mode=mode, dynamic=True)
     return len(layers)

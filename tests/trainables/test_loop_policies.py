@@ -417,3 +417,13 @@ def test_every_module_trains_from_the_first_step(cache):
     assert dropouts and all(m.training for m in state.model.modules())
     train_step(state, 1)
     assert all(m.training for m in dropouts)
+
+
+def test_compiled_layers_train_a_split_gradient_policy(cache):
+    # The GPU default compiles the decoder layers; meta-λ back-propagates CE and each task's KD
+    # apart through one forward (retain_graph), which a compiled backward that donates its saved
+    # buffers refuses (the 3B study's meta trial died of it on an H200, run 5).
+    cfg = base_config(cache, steps=1, eval_every=1, compile="on")
+    meta = {"name": "meta", "params": {"lam_max": 0.1, "every": 1, "val_batch": 2, "val_per_pair": 1}}
+    reports, _ = run(cfg, policy=meta)
+    assert reports[-1]["step"] == 1 and reports[-1]["train/meta_updates"] == 1.0

@@ -45,7 +45,9 @@ def _ray_bin() -> str:
 def test_ray_job_submit_to_a_token_protected_head(tmp_path):
     token = secrets.token_hex(32)
     env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token,
-           "RAY_memory_monitor_refresh_ms": "0"}
+           "RAY_memory_monitor_refresh_ms": "0",
+           # The job's `python` is this interpreter's, activated or not.
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("RAY_ADDRESS", None)
     port, dash = 6390, 8290
     # Ray's Unix sockets live under --temp-dir: keep it short (pytest's tmp_path exceeds 108 bytes).
