@@ -206,6 +206,10 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "steps": steps,
         "wall_s": rows[-1].get("time_total_s", 0.0),
         "startup_s": round(startup, 1),
+        # Of the start-up, the worker's own set-up (model, data, cache, policy); the rest is Ray's
+        # (trial actor, worker process, imports). The first step compiles the layers.
+        "setup_s": round(first[time_key("setup_s")], 1) if time_key("setup_s") in first else None,
+        "first_step_s": round(first[time_key("first_step_s")], 1) if time_key("first_step_s") in first else None,
         "train_s": round(train_s, 1),
         "train_tokens": int(train_tokens),
         "train_tok_per_s": round(train_tokens / train_s) if train_s else None,
@@ -220,7 +224,7 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "gen_examples": int(gen_examples),
         "gen_tok_per_s": round(gen_tokens / gen_s) if gen_s else None,
         "gen_examples_per_s": round(gen_examples / gen_s, 1) if gen_s else None,
-        "peak_gpu_gb": max((r.get(mem_key("peak_gpu_gb"), 0.0) for r in rows), default=None),
+        "peak_gpu_gb": round(max((r.get(mem_key("peak_gpu_gb"), 0.0) for r in rows), default=0.0), 1) or None,
         "test_avg": rows[-1].get(eval_key(ALL, AVG, split="test")),
     }
 
@@ -232,11 +236,21 @@ def cache_figures(cache_root: Path, n_params: int) -> list[dict[str, Any]]:
         stats = json.loads(meta.read_text()).get("stats", {})
         if not stats.get("seconds"):
             continue
+        def pct(rate: float) -> float:
+            return round(100 * 2 * n_params * rate / H200_BF16_PEAK, 1)
+
         rate = stats["teacher_tokens"] / stats["seconds"]
-        out.append({"cache": meta.parent.name, "seconds": round(stats["seconds"], 1),
-                    "teacher_tokens": stats["teacher_tokens"], "answer_tokens": stats["answer_tokens"],
-                    "teacher_tok_per_s": round(rate), "pct_of_bf16_peak": round(100 * 2 * n_params * rate
-                                                                                  / H200_BF16_PEAK, 1)})
+        row = {"cache": meta.parent.name, "seconds": round(stats["seconds"], 1),
+               "teacher_tokens": stats["teacher_tokens"], "answer_tokens": stats["answer_tokens"],
+               "teacher_tok_per_s": round(rate), "pct_of_bf16_peak": pct(rate)}
+        # Where the build's time went, when the product recorded it (trainables/teacher/build.py).
+        phases = {k: round(stats[k], 1) for k in ("data_s", "load_s", "encode_s", "forward_s", "write_s") if k in stats}
+        if phases:
+            row["phases_s"] = phases
+        if stats.get("forward_s"):
+            fwd = stats["teacher_tokens"] / stats["forward_s"]
+            row |= {"forward_tok_per_s": round(fwd), "forward_pct_of_bf16_peak": pct(fwd)}
+        out.append(row)
     return out
 
 
@@ -407,10 +421,14 @@ def render(r: dict[str, Any]) -> str:
     for c in r["caches"]:
         lines.append(f"cache {c['cache']}: {c['seconds']}s, {c['teacher_tok_per_s']:,} teacher tok/s "
                      f"({c['pct_of_bf16_peak']}% of bf16 peak), {c['answer_tokens']:,} answer tokens")
-    lines += ["", f"{'trial':<22} {'status':<18} {'start s':>7} {'train tok/s':>11} {'step s':>7} {'eval s':>7} "
-              f"{'gen tok/s':>9} {'ex/s':>6} {'peak GB':>7} {'wall s':>7}"]
+        if "phases_s" in c:
+            lines.append(f"  phases {c['phases_s']}; forward passes alone {c.get('forward_tok_per_s', 0):,} "
+                         f"tok/s ({c.get('forward_pct_of_bf16_peak', 0)}% of peak)")
+    lines += ["", f"{'trial':<22} {'status':<18} {'start s':>7} {'setup s':>7} {'1st step s':>10} {'train tok/s':>11} "
+              f"{'step s':>7} {'eval s':>7} {'gen tok/s':>9} {'ex/s':>6} {'peak GB':>7} {'wall s':>7}"]
     for label, t in r["trials"].items():
         lines.append(f"{label:<22} {t.get('status', ''):<18} {t.get('startup_s', 0):>7} "
+                     f"{t.get('setup_s') or '-':>7} {t.get('first_step_s') or '-':>10} "
                      f"{t.get('train_tok_per_s') or '-':>11} {t.get('step_s') or '-':>7} {t.get('eval_s', 0):>7} "
                      f"{t.get('gen_tok_per_s') or '-':>9} {t.get('gen_examples_per_s') or '-':>6} "
                      f"{t.get('peak_gpu_gb') or '-':>7} {round(t.get('wall_s', 0)):>7}")

@@ -527,9 +527,13 @@ def run_worker(
     wraps the model for data parallelism when world > 1. With `report_checkpoint`, every
     `train.checkpoint_every`-th evaluation goes there instead, with a checkpoint folder beside
     it; `resume_from` is such a folder to continue from."""
+    t_setup = time.perf_counter()
     state = setup(cfg, trial_name, rank, world, device, wrap_ddp)
+    # Where a trial's start goes (in its first report): this set-up (model, data, cache, policy),
+    # then the first step, which compiles the decoder layers when they are compiled.
+    startup = {time_key("setup_s"): time.perf_counter() - t_setup}
     if not state.trains or cfg.train.steps == 0:  # base / fewshot, or zero steps: evaluate as is
-        report(evaluation_report(state, 0, 1, {}, final=True))
+        report(evaluation_report(state, 0, 1, startup, final=True))
         return state.model
     first, eval_index = 1, 0
     if resume_from is not None:
@@ -541,14 +545,18 @@ def run_worker(
     t_start = time.perf_counter()
     for step in range(first, cfg.train.steps + 1):
         faults.at_step(cfg, trial_name, rank, step)
-        train_step(state, step)
+        t_step = time.perf_counter()
+        train_step(state, step)  # ends in its one host sync (the step's diagnostics)
+        if step == first:
+            startup[time_key("first_step_s")] = time.perf_counter() - t_step
         final = step == cfg.train.steps
         if step % cfg.train.eval_every == 0 or final:
             eval_index += 1
             extra = {**state.diag.flush(), **(state.policy.diagnostics() if state.policy is not None else {}),
                      train_key("lr"): state.scheduler.get_last_lr()[0], train_key("tokens_seen"): state.tokens_seen,
                      train_key("student_tokens_seen"): state.student_tokens_seen,
-                     time_key("train_s"): time.perf_counter() - t_start}
+                     time_key("train_s"): time.perf_counter() - t_start, **startup}
+            startup = {}
             metrics = evaluation_report(state, step, eval_index, extra, final)
             every = cfg.train.checkpoint_every
             if report_checkpoint is not None and every > 0 and (eval_index % every == 0 or final):

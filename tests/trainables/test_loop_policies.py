@@ -27,6 +27,7 @@ from trainables.config import (
 from trainables.data import teacher_encoding, training_pools, training_set
 from trainables.losses import TokenLosses, answer_ce, combine_losses, kd_per_token, weighted_token_mean
 from trainables.loop import Diagnostics, batch_stream, run_worker, step_with_split_grads
+from trainables.metric_keys import time_key
 from trainables.models import AnswerSpanLM, load_model, load_tokenizer
 from trainables.policies import GradRequest, LambdaPolicy, SplitGrads
 from trainables.tasks.schema import TASKS
@@ -427,3 +428,12 @@ def test_compiled_layers_train_a_split_gradient_policy(cache):
     meta = {"name": "meta", "params": {"lam_max": 0.1, "every": 1, "val_batch": 2, "val_per_pair": 1}}
     reports, _ = run(cfg, policy=meta)
     assert reports[-1]["step"] == 1 and reports[-1]["train/meta_updates"] == 1.0
+
+
+def test_the_first_report_says_where_the_start_went(cache):
+    reports, _ = run(base_config(cache, steps=2, eval_every=1), condition="sft")
+    first, second = reports
+    assert first[time_key("setup_s")] > 0 and 0 < first[time_key("first_step_s")] <= first[time_key("train_s")]
+    assert time_key("setup_s") not in second and time_key("first_step_s") not in second
+    base, _ = run(base_config(cache), condition="base")  # evaluation only: set-up, no step
+    assert base[0][time_key("setup_s")] > 0 and time_key("first_step_s") not in base[0]

@@ -92,6 +92,28 @@ def test_fewshot_cache_differs_from_zeroshot_but_keeps_the_answers(tmp_path, tin
     assert not torch.allclose(tf.logprobs, tz.logprobs)
 
 
+def test_caches_built_in_one_process_load_the_teacher_once_and_equal_separate_builds(tmp_path, tiny_dir, monkeypatch):
+    from trainables.teacher import build
+
+    cfg = _cfg()
+    apart = {m: TeacherCache(build_cache(cfg, tmp_path / "apart", m)) for m in ("fewshot", "zeroshot")}
+    loads = []
+    real = build.load_teacher
+    monkeypatch.setattr(build, "load_teacher", lambda *a: loads.append(a[2]) or real(*a))
+    together = build.build_caches(cfg, tmp_path / "together", ["fewshot", "zeroshot"])
+    assert loads == [None]  # the base model, once for both modes
+    assert [p.name for p in together] == [cache_dir(cfg, tmp_path, m).name for m in ("fewshot", "zeroshot")]
+    for mode, path in zip(("fewshot", "zeroshot"), together):
+        manifest = json.loads((path / "manifest.json").read_text())
+        # The same rows, byte for byte: every task file's checksum equals the separate build's.
+        assert {t: m["sha256"] for t, m in manifest["tasks"].items()} == {
+            t: m["sha256"] for t, m in apart[mode].manifest["tasks"].items()}
+        stats = manifest["stats"]
+        phases = [stats[k] for k in ("data_s", "encode_s", "forward_s", "write_s")]
+        assert all(x >= 0 for x in phases) and sum(phases[1:]) <= stats["seconds"] + 1e-6
+        assert (stats["load_s"] > 0) == (mode == "fewshot")  # the second build reused the loaded teacher
+
+
 def _rows(n: int, k: int, seed: int) -> TokenRows:
     rng = np.random.default_rng(seed)
     return TokenRows(rng.integers(0, 100, (n, k)).astype(np.int32), rng.normal(size=(n, k)).astype(np.float16),

@@ -56,3 +56,15 @@ def test_cache_builds_share_the_gpus_there_are():
     assert cache_gpu_share(2, 2.0) == 1.0 and cache_gpu_share(1, 8.0) == 1.0
     assert cache_gpu_share(3, 2.0) == 0.5  # two builds on one of the GPUs
     assert cache_gpu_share(0, 1.0) == 0.0
+
+
+def test_cache_builds_of_one_teacher_share_a_process_unless_each_has_a_gpu():
+    from tuner.sweep import cache_build_groups
+
+    assert cache_build_groups(["fewshot", "zeroshot"], 1.0) == [["fewshot", "zeroshot"]]
+    assert cache_build_groups(["fewshot", "zeroshot"], 0.0) == [["fewshot", "zeroshot"]]  # CPU
+    assert cache_build_groups(["fewshot", "zeroshot"], 2.0) == [["fewshot"], ["zeroshot"]]
+    # A checkpoint teacher has other weights: its own task beside the base model's.
+    assert cache_build_groups(["checkpoint", "fewshot", "zeroshot"], 1.0) == [["fewshot", "zeroshot"], ["checkpoint"]]
+    assert cache_build_groups(["checkpoint", "fewshot", "zeroshot"], 4.0) == [["checkpoint"], ["fewshot"], ["zeroshot"]]
+    assert cache_build_groups(["zeroshot"], 1.0) == [["zeroshot"]] and cache_build_groups([], 1.0) == []

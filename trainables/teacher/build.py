@@ -15,6 +15,7 @@ import os
 import shutil
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -154,12 +155,21 @@ def cache_problem(directory: Path) -> str | None:
     return None
 
 
-def build_cache(cfg: TrialConfig, root: str | Path, mode: str, device: str | None = None) -> Path:
+def build_caches(cfg: TrialConfig, root: str | Path, modes: Sequence[str], device: str | None = None) -> list[Path]:
+    """Build the caches of `modes` one after another in this process and return their directories;
+    modes with the same teacher weights (fewshot, zeroshot: the base model) load and compile it once."""
+    teachers: dict[str | None, Teacher] = {}
+    return [build_cache(cfg, root, mode, device, teachers) for mode in modes]
+
+
+def build_cache(cfg: TrialConfig, root: str | Path, mode: str, device: str | None = None,
+                teachers: dict[str | None, Teacher] | None = None) -> Path:
     """Build (unless a sound one exists) the cache of one teacher mode and return its directory.
 
     Under the directory's lock: a complete cache that passes its checksums is kept; anything else
     (half-written by a killed build, damaged) is replaced. The cache is written into a private
-    folder and renamed into place when complete, so no reader ever sees a partial cache."""
+    folder and renamed into place when complete, so no reader ever sees a partial cache.
+    `teachers` keeps loaded teachers (by weights path, None for the base model) for later builds."""
     directory = cache_dir(cfg, root, mode)
     with build_lock(directory):
         problem = cache_problem(directory)
@@ -169,7 +179,7 @@ def build_cache(cfg: TrialConfig, root: str | Path, mode: str, device: str | Non
         for leftover in directory.parent.glob(f"{directory.name}.partial-*"):  # killed builds' folders
             shutil.rmtree(leftover, ignore_errors=True)
         partial = directory.with_name(f"{directory.name}.partial-{uuid.uuid4().hex[:8]}")
-        _build_into(cfg, partial, mode, device)
+        _build_into(cfg, partial, mode, device, teachers)
         if directory.exists():
             log.warning("teacher cache %s was %s: replaced", directory, problem)
             shutil.rmtree(directory)
@@ -177,7 +187,26 @@ def build_cache(cfg: TrialConfig, root: str | Path, mode: str, device: str | Non
     return directory
 
 
-def _build_into(cfg: TrialConfig, directory: Path, mode: str, device: str | None) -> None:
+@dataclass
+class Teacher:
+    """A loaded teacher, kept for the next cache built from the same weights in this process."""
+
+    model: torch.nn.Module
+    span_lm: AnswerSpanLM
+    load_s: float  # seconds to load (and wrap for compilation) its weights
+
+
+def load_teacher(cfg: TrialConfig, dev: torch.device, path: str | None) -> Teacher:
+    """The teacher model (the base model, or the checkpoint at `path`) on `dev`, in eval mode."""
+    t0 = time.perf_counter()
+    model = load_model(cfg.model, dev, trainable=False, path=path)
+    if compile_enabled(cfg.teacher.compile, dev.type):
+        compile_decoder_layers(model)  # ~60% → ~80% of the bf16 peak on an H200 (bench/gpu_speed.py)
+    return Teacher(model, AnswerSpanLM(model), time.perf_counter() - t0)
+
+
+def _build_into(cfg: TrialConfig, directory: Path, mode: str, device: str | None,
+                teachers: dict[str | None, Teacher] | None = None) -> None:
     """Run the teacher of `mode` over every training example and write the cache into `directory`."""
     dev = torch.device(device or ("cuda" if cfg.teacher.use_gpu and torch.cuda.is_available() else "cpu"))
     tokenizer = load_tokenizer(cfg.model)
@@ -186,29 +215,43 @@ def _build_into(cfg: TrialConfig, directory: Path, mode: str, device: str | None
     if mode == "checkpoint":
         check_tokenizer(path, tokenizer)  # before any data is read or model loaded
         student_rows = student_vocab_rows(cfg)
+    started = time.perf_counter()
     pools = training_pools(cfg)
     examples = training_set(cfg, tokenizer, pools)
-    model = load_model(cfg.model, dev, trainable=False, path=path)
+    data_s = time.perf_counter() - started
+    teachers = {} if teachers is None else teachers
+    reused = path in teachers
+    if not reused:
+        teachers[path] = load_teacher(cfg, dev, path)
+    teacher = teachers[path]
     if mode == "checkpoint":
-        check_vocab_rows(model.config.vocab_size, student_rows, len(tokenizer))
-    if compile_enabled(cfg.teacher.compile, dev.type):
-        compile_decoder_layers(model)  # ~60% → ~80% of the bf16 peak on an H200 (bench/gpu_speed.py)
-    span_lm = AnswerSpanLM(model)
+        check_vocab_rows(teacher.model.config.vocab_size, student_rows, len(tokenizer))
     shots = mode == "fewshot" or (mode == "checkpoint" and cfg.teacher.checkpoint_shots)
     writer = CacheWriter(directory, cache_key(cfg, mode), cfg.teacher.top_k)
+    phases = {"encode_s": 0.0, "forward_s": 0.0, "write_s": 0.0}
     started, n_tokens, n_teacher_tokens = time.perf_counter(), 0, 0
     for task in cfg.data.tasks:
+        t0 = time.perf_counter()
         task_examples: list[TrainExample] = [e for e in examples if e.task == task]
         encs = [teacher_encoding(cfg, tokenizer, e, pools[task], shots) for e in task_examples]
         for e, t in zip(task_examples, encs):
             if t.answer_ids != e.student.answer_ids:  # guaranteed by construction; checked anyway
                 raise AssertionError(f"teacher and student answer tokens differ for {e.key}")
-        rows = teacher_rows(span_lm, encs, tokenizer.pad_token_id, cfg.teacher.top_k, cfg.teacher.batch_size,
+        t1 = time.perf_counter()
+        rows = teacher_rows(teacher.span_lm, encs, tokenizer.pad_token_id, cfg.teacher.top_k, cfg.teacher.batch_size,
                             dev, cfg.train.kd_alignment, vocab_limit=student_rows)
+        t2 = time.perf_counter()  # teacher_rows has waited for its last batch: the GPU work is done
         writer.write_task(task, [e.record["id"] for e in task_examples], rows)
+        phases["encode_s"] += t1 - t0
+        phases["forward_s"] += t2 - t1  # the first task's includes compiling the layers (when compiled)
+        phases["write_s"] += time.perf_counter() - t2
         n_tokens += sum(len(r.gold_id) for r in rows)
         n_teacher_tokens += sum(len(t.input_ids) for t in encs)
     seconds = time.perf_counter() - started
-    stats = {"seconds": seconds, "answer_tokens": n_tokens, "teacher_tokens": n_teacher_tokens, "device": str(dev)}
-    writer.finish({"vocab_rows": student_rows or model.config.vocab_size, "stats": stats})
+    stats = {"seconds": seconds, "answer_tokens": n_tokens, "teacher_tokens": n_teacher_tokens, "device": str(dev),
+             # Where the time went: data (pools, training set), the teacher's load (0 when an earlier
+             # build in this process loaded these weights), then per task: tokenising the teacher's
+             # prompts, its forward passes, writing the rows.
+             "data_s": data_s, "load_s": 0.0 if reused else teacher.load_s, **phases}
+    writer.finish({"vocab_rows": student_rows or teacher.model.config.vocab_size, "stats": stats})
     log.info("built teacher cache %s: %d answer tokens in %.1fs", directory, n_tokens, seconds)
