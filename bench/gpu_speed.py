@@ -14,7 +14,8 @@ Sections (--sections, comma-separated; default all but `sweep`, which is long):
             AdamW as the product builds it, bookkeeping; LoRA (dropout 0.05 and 0), full FT; eager
             and torch.compile. Variant names (--variants): lora_d<dropout>_<eager|compile|compilefull>
             or full_<eager|compile>; suffix _peft32 keeps PEFT's fp32 adapter compute, _cg compiles
-            with CUDA graphs (mode reduce-overhead). Each variant and the seed's step (measured
+            with CUDA graphs (mode reduce-overhead), _meta runs the study's meta-λ policy (split
+            KD gradients and a dev forward+backward every 10 steps) instead of fixed λ. Each variant and the seed's step (measured
             before and after them) run in a fresh process unless --in-process.
   cache     lamtune's teacher-cache build (trainables.teacher.build.teacher_rows): tokens/s, share of peak
   generate  greedy decoding step time (HF generate) at several batch sizes → the 15,000-example eval
@@ -41,7 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness import (  # noqa: E402
-    TINY, Shape, build_model, n_params, peak_gb, random_ids, reset_peak, result_key, sync, timed,
+    STUDY, TINY, Shape, build_model, n_params, peak_gb, random_ids, reset_peak, result_key, sync, timed,
 )
 from bench.product_step import ProductStep  # noqa: E402
 from bench.seed_step import bench_seed  # noqa: E402
@@ -74,16 +75,25 @@ def bench_ours(s: Shape, device: torch.device, dtype: torch.dtype, reps: int, va
             "lora_d0_compile": ("lora", 0.0, True), "lora_d0.05_compile": ("lora", 0.05, True),
             "lora_d0_compilefull": ("lora", 0.0, "full"), "lora_d0.05_compilefull": ("lora", 0.05, "full"),
             "full_eager": ("full", 0.0, False), "full_compile": ("full", 0.0, True),
-        }[variant.removesuffix("_peft32").removesuffix("_cg")]
+        }[variant.removesuffix("_meta").removesuffix("_peft32").removesuffix("_cg")]
         name = result_key(variant, out)
         fp32_adapters = variant.endswith("_peft32")
         mode = "reduce-overhead" if variant.endswith("_cg") else None
         reset_peak(device)
         try:
             st = ProductStep(s, device, dtype, finetune, dropout, comp, fp32_adapter_compute=fp32_adapters,
-                         compile_mode=mode)
-            t = timed(st.step, device, 3 if comp else 2, reps)
-            out[name] = {"step_s": t, "student_tok_s": s.batch * s.student_len / t, "peak_gb": peak_gb(device)}
+                         compile_mode=mode, policy="meta" if variant.endswith("_meta") else "fixed")
+            t0 = time.perf_counter()
+            st.step()  # the first step pays the compilation, as a trial's first step does
+            sync(device)
+            first = time.perf_counter() - t0
+            # meta-λ probes every 10th step: its cost is the mean over whole periods of 10.
+            meta = variant.endswith("_meta")
+            # Its warm-up runs through the first probe (step 10), which compiles the dev pass's graphs.
+            warmup = 10 if meta else 3 if comp else 2
+            t = timed(st.step, device, warmup, 10 * max(1, reps // 10) if meta else reps, mean=meta)
+            out[name] = {"step_s": t, "student_tok_s": s.batch * s.student_len / t, "peak_gb": peak_gb(device),
+                         "first_step_s": first}
             del st
         except Exception as err:  # a variant failing must not lose the others
             out[name] = {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"}
@@ -215,10 +225,14 @@ def table(res: dict[str, Any]) -> str:
         if "student_tok_s_first" in seed:
             lines.append(f"  (mean of {seed['student_tok_s_first']:,.0f} before and "
                          f"{res['seed_end']['student_tok_s']:,.0f} after our variants)")
+    if res.get("ours"):
+        lines.append(f"{'our step (shape ' + res.get('shape_name', 'default') + ')':<34}{'student tok/s':>14}"
+                     f"{'× seed':>9}{'peak GB':>9}{'step ms':>9}{'1st step s':>11}")
     for name, r in res.get("ours", {}).items():
         if "student_tok_s" in r:
             ratio = r["student_tok_s"] / st if st else float("nan")
-            lines.append(f"{'ours ' + name:<34}{r['student_tok_s']:>14,.0f}{ratio:>9.2f}{r['peak_gb']:>9.1f}")
+            lines.append(f"{'ours ' + name:<34}{r['student_tok_s']:>14,.0f}{ratio:>9.2f}{r['peak_gb']:>9.1f}"
+                         f"{r['step_s'] * 1e3:>9.1f}{r.get('first_step_s', float('nan')):>11.1f}")
         else:
             lines.append(f"{'ours ' + name:<34}  {r.get('error')}")
     for name, r in res.get("cache", {}).items():
@@ -242,6 +256,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--tiny", action="store_true", help="tiny shapes (checks the logic on a CPU)")
+    ap.add_argument("--shape", choices=["default", "study"], default="default",
+                    help="batch shapes: default (256-token prompts, 32-token answers) or study (the study "
+                         "bench's measured lengths: 124-token prompts, 12-token answers)")
     ap.add_argument("--sections", default="peak,seed,ours,cache,generate")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--variants", default="lora_d0.05_eager,lora_d0_eager,lora_d0_compile,full_eager,full_compile")
@@ -256,10 +273,10 @@ def main() -> None:
     args = ap.parse_args()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
-    s = TINY if args.tiny else Shape()
+    s = TINY if args.tiny else STUDY if args.shape == "study" else Shape()
     torch.backends.cuda.matmul.allow_tf32 = True
     sections = args.sections.split(",")
-    res: dict[str, Any] = {"shape": s.__dict__, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
+    res: dict[str, Any] = {"shape": s.__dict__, "shape_name": "tiny" if args.tiny else args.shape, "device": torch.cuda.get_device_name() if device.type == "cuda" else "cpu",
                            "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
                            "command": " ".join(sys.argv)}
     import transformers
@@ -271,7 +288,8 @@ def main() -> None:
 
     res["peak"] = bench_peak(device, args.tiny)
     print("peak", res["peak"], flush=True)
-    isolate = not args.in_process and "seed" in sections and "ours" in sections
+    n_variants = len(args.variants.split(","))
+    isolate = not args.in_process and "ours" in sections and ("seed" in sections or n_variants > 1)
 
     def measure(section: str, variant: str | None = None) -> dict[str, Any]:
         """One section (or one variant of `ours`), in this process or in a fresh one."""
@@ -282,7 +300,7 @@ def main() -> None:
         tmp = args.out.with_suffix(f".{section}.{variant or 'step'}.json")
         cmd = [sys.executable, __file__, "--out", str(tmp), "--sections", section, "--reps", str(args.reps)]
         cmd += ["--variants", variant] if variant else []
-        cmd += ["--tiny"] if args.tiny else []
+        cmd += ["--tiny"] if args.tiny else ["--shape", args.shape]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0 or not tmp.exists():
             return {"error": (done.stderr.strip().splitlines() or ["no output"])[-1][:300]}

@@ -35,6 +35,10 @@ class Shape:
     top_k: int = 256
 
 
+#: The study bench's sizes (bench/study_gpu.py, run 6): batch 8 of ~112-token prompts with ~12-token
+#: answers, 5-shot teacher prompts of ~457 tokens, tokenised by the 128,256-token byte-level BPE.
+STUDY = Shape(batch=8, student_len=124, teacher_len=464, answer=12)
+
 TINY = Shape(vocab=1024, hidden=64, intermediate=128, layers=2, heads=4, kv_heads=2, batch=2, student_len=32,
              teacher_len=96, answer=8, top_k=16)
 
@@ -74,8 +78,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def timed(fn: Callable[[], Any], device: torch.device, warmup: int, reps: int) -> float:
-    """Median seconds of one call of `fn` after `warmup` calls."""
+def timed(fn: Callable[[], Any], device: torch.device, warmup: int, reps: int, mean: bool = False) -> float:
+    """Median (or mean) seconds of one call of `fn` after `warmup` calls."""
     for _ in range(warmup):
         fn()
     sync(device)
@@ -85,7 +89,7 @@ def timed(fn: Callable[[], Any], device: torch.device, warmup: int, reps: int) -
         fn()
         sync(device)
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return statistics.mean(times) if mean else statistics.median(times)
 
 
 def reset_peak(device: torch.device) -> None:

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import torch
 
 from bench.harness import Shape, build_model, random_ids, with_lora
-from trainables.alignment import Encoded
+from trainables.alignment import Encoded, collate
 from trainables.config import DataConfig, TrainConfig, TrialConfig
 from trainables.loop import TrainState, start_training, train_step
 from trainables.losses import TeacherTopK
@@ -78,7 +78,7 @@ class ProductStep:
     def __init__(self, s: Shape, device: torch.device, dtype: torch.dtype, finetune: str = "lora",
                  dropout: float = 0.0, compile: bool | str = False, lam: float = 0.5,
                  base: torch.nn.Module | None = None, fp32_adapter_compute: bool = False,
-                 compile_mode: str | None = None) -> None:
+                 compile_mode: str | None = None, policy: str = "fixed") -> None:
         model = base if base is not None else build_model(s, device, dtype)
         if finetune == "lora":
             model.requires_grad_(False)
@@ -89,7 +89,7 @@ class ProductStep:
             model.requires_grad_(True)
         model.train()
         if compile and compile != "full":
-            compile_decoder_layers(model, compile_mode)
+            compile_decoder_layers(model, compile_mode, retains_graph=policy == "meta")
         ids = random_ids(s, s.batch * POOL_BATCHES, s.student_len, device, 2).cpu()
         examples = [BenchExample(TASKS[i % len(TASKS)], Encoded(tuple(r.tolist()), s.student_len - s.answer))
                     for i, r in enumerate(ids)]
@@ -101,6 +101,12 @@ class ProductStep:
                            out_dir=None)
         self.state = start_training(state, examples, MemoryCache(s, examples, device),
                                     make_policy("fixed", {"lam": lam}, tasks))
+        if policy == "meta":  # the study's meta-λ: split KD gradients and a dev gradient every 10 steps
+            self.state.policy = make_policy("meta", {"every": 10, "val_batch": 16}, tasks)
+            dev = [e.student for e in examples]
+            self.state.dev_batch = lambda: collate(dev[:16], 0, "right")
+        elif policy != "fixed":
+            raise ValueError(f"policy must be 'fixed' or 'meta', got {policy!r}")
         if compile == "full":  # the whole answer-span forward as one graph (CUDA graphs possible)
             self.state.span = torch.compile(self.state.plain_span, mode=compile_mode)
         self.n = 0

@@ -250,6 +250,14 @@ def cache_figures(cache_root: Path, n_params: int) -> list[dict[str, Any]]:
         if stats.get("forward_s"):
             fwd = stats["teacher_tokens"] / stats["forward_s"]
             row |= {"forward_tok_per_s": round(fwd), "forward_pct_of_bf16_peak": pct(fwd)}
+        if "compiled" in stats:
+            row["compiled"] = stats["compiled"]
+        # Per task: its forward seconds and rate (a compiled teacher's first task includes compiling).
+        tok = stats.get("teacher_tokens_by_task", {})
+        fwd_by = {t: s for t, s in stats.get("forward_by_task_s", {}).items() if s > 0 and tok.get(t)}
+        if fwd_by:
+            row["forward_by_task"] = {t: {"s": round(s, 1), "tok_per_s": round(tok[t] / s),
+                                          "pct_of_bf16_peak": pct(tok[t] / s)} for t, s in fwd_by.items()}
         out.append(row)
     return out
 
@@ -423,7 +431,11 @@ def render(r: dict[str, Any]) -> str:
                      f"({c['pct_of_bf16_peak']}% of bf16 peak), {c['answer_tokens']:,} answer tokens")
         if "phases_s" in c:
             lines.append(f"  phases {c['phases_s']}; forward passes alone {c.get('forward_tok_per_s', 0):,} "
-                         f"tok/s ({c.get('forward_pct_of_bf16_peak', 0)}% of peak)")
+                         f"tok/s ({c.get('forward_pct_of_bf16_peak', 0)}% of peak)"
+                         + (f", teacher {'compiled' if c['compiled'] else 'eager'}" if "compiled" in c else ""))
+        if "forward_by_task" in c:
+            lines.append("  forward by task: " + ", ".join(
+                f"{t} {f['s']}s {f['pct_of_bf16_peak']}%" for t, f in c["forward_by_task"].items()))
     lines += ["", f"{'trial':<22} {'status':<18} {'start s':>7} {'setup s':>7} {'1st step s':>10} {'train tok/s':>11} "
               f"{'step s':>7} {'eval s':>7} {'gen tok/s':>9} {'ex/s':>6} {'peak GB':>7} {'wall s':>7}"]
     for label, t in r["trials"].items():

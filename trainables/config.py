@@ -148,9 +148,14 @@ class TeacherConfig(Section):
     top_k: int = Field(256, ge=1, le=4096)
     checkpoint: str | None = Field(None, description="model path for teacher mode 'checkpoint'")
     checkpoint_shots: bool = Field(False, description="show the checkpoint teacher the k-shot prompt")
-    batch_size: int = Field(16, ge=1, le=4096)
+    batch_size: int = Field(256, ge=1, le=4096, description="most examples in one teacher forward")
+    batch_tokens: int = Field(16_384, ge=0, le=10_000_000,
+                              description="most padded tokens in one teacher forward (0: no limit): short "
+                              "prompts batch wider, long ones narrower")
     use_gpu: bool = False
-    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the decoder layers (auto: on GPU)")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile the decoder layers (auto: on GPU for builds of ≥ 10M teacher "
+        "tokens, where the faster forwards repay the compilation; see TEACHER_COMPILE_MIN_TOKENS)")
     cache_dir: str | None = Field(None, description="default: <storage>/teacher_cache")
 
 
@@ -168,7 +173,9 @@ class TrainConfig(Section):
     jsd_beta: float = Field(0.5, gt=0, lt=1)
     kd_alignment: Literal["causal", "legacy"] = "causal"
     eval_every: int = Field(100, ge=1, le=10_000_000)
-    compile: Literal["auto", "on", "off"] = Field("auto", description="torch.compile the decoder layers (auto: on GPU)")
+    compile: Literal["auto", "on", "off"] = Field(
+        "auto", description="torch.compile the decoder layers (auto: on GPU for runs of ≥ 1,200 steps, where "
+        "the faster steps repay the compilation; see COMPILE_MIN_STEPS)")
     seed: int = Field(42, ge=0)
     checkpoint_every: int = Field(1, ge=0, le=1_000_000,
                                   description="checkpoint at every N-th evaluation and the last (0: never); "
@@ -214,9 +221,34 @@ class EvalConfig(Section):
         return {**DEFAULT_MAX_NEW_TOKENS, **v}
 
 
-def compile_enabled(setting: str, device_type: str) -> bool:
-    """Whether a compile setting ('auto' | 'on' | 'off') turns compilation on for this device type."""
-    return setting == "on" or (setting == "auto" and device_type == "cuda")
+#: Teacher-cache builds of fewer teacher tokens run eager under `teacher.compile: auto`. An estimate
+#: for a 3B teacher on an H200: compiling the layers took the forward from ~60% to ~80% of the bf16
+#: peak (bench/gpu_speed.py, 2026-11-28), 3.4 µs a token at 3.2 B parameters, and cost ~35 s (the
+#: study bench's compiled few-shot build, run 6: 58.4 s of forwards for 2.27M tokens, where 80% of
+#: peak would take 23 s), so it pays from ~10M tokens (the full study's few-shot build: ~11M).
+TEACHER_COMPILE_MIN_TOKENS = 10_000_000
+
+
+def teacher_compile_enabled(teacher: "TeacherConfig", device_type: str, tokens: int) -> bool:
+    """Whether a cache build of `tokens` teacher tokens compiles the teacher: 'on', or 'auto' on GPU
+    for builds of ≥ TEACHER_COMPILE_MIN_TOKENS."""
+    if teacher.compile == "auto":
+        return device_type == "cuda" and tokens >= TEACHER_COMPILE_MIN_TOKENS
+    return teacher.compile == "on"
+
+
+#: Training runs shorter than this many steps train eager under `train.compile: auto`. Measured on
+#: an H200 at the study's sizes (3B LoRA, batch 8 of ~124 tokens; `bench/gpu_speed.py --shape study`,
+#: 2026-12-04): the compiled step took 125 ms against 217 ms eager, but its first step took 104.5 s
+#: (52.5 s with a warm compile cache), so compiling pays for itself only after ~1,140 steps.
+COMPILE_MIN_STEPS = 1200
+
+
+def train_compile_enabled(train: "TrainConfig", device_type: str) -> bool:
+    """Whether a trial compiles its decoder layers: 'on', or 'auto' on GPU for runs of ≥ COMPILE_MIN_STEPS."""
+    if train.compile == "auto":
+        return device_type == "cuda" and train.steps >= COMPILE_MIN_STEPS
+    return train.compile == "on"
 
 
 class PolicyConfig(Section):

@@ -23,7 +23,7 @@ import torch
 
 from trainables import checkpoints, faults
 from trainables.alignment import Batch, collate, encode
-from trainables.config import TrialConfig, compile_enabled
+from trainables.config import TrialConfig, train_compile_enabled
 from trainables.data import TrainExample, available_langs, close_with_eos, load_records, subset, training_set
 from trainables.evaluate import eval_items, evaluate
 from trainables.losses import LossParts, answer_ce, combine_losses, token_losses, weighted_token_mean
@@ -317,7 +317,7 @@ def setup(
     examples = training_set(cfg, tokenizer)
     cache = TeacherCache(cfg.cache_paths[v.teacher_mode], vocab_size=model.config.vocab_size) if v.uses_teacher else None
     policy = make_policy(v.policy.name, v.policy.params, cfg.data.tasks) if cache is not None else None
-    if compile_enabled(cfg.train.compile, device.type):  # ~1.8x the eager LoRA step on an H200 (bench/gpu_speed.py)
+    if train_compile_enabled(cfg.train, device.type):  # short runs stay eager: see COMPILE_MIN_STEPS
         compile_decoder_layers(model, retains_graph=policy is not None and policy.acts_on_grads)
     return start_training(state, examples, cache, policy, wrap_ddp)
 

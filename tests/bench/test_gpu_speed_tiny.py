@@ -45,3 +45,17 @@ def test_tiny_benchmark_runs_end_to_end(tmp_path):
     res = json.loads(out.read_text())
     assert res["seed"]["step_s"] > 0 and res["ours"]["lora_d0_eager"]["step_s"] > 0, res
     assert "ours lora_d0_eager" in done.stdout
+
+
+def test_the_meta_variant_steps_with_the_meta_policy_and_its_probe():
+    from bench.harness import TINY
+    from bench.product_step import ProductStep
+
+    torch.manual_seed(0)
+    st = ProductStep(TINY, torch.device("cpu"), torch.float32, "lora", 0.0, policy="meta")
+    reports = [st.step() for _ in range(10)]
+    assert st.state.policy.name == "meta" and st.state.dev_draws == 1  # one dev gradient, at step 10
+    # The split backward (each task's KD apart) ran at the probe step only.
+    assert "train/split_backward_s" in reports[-1] and not any("train/split_backward_s" in r for r in reports[:-1])
+    with pytest.raises(ValueError, match="policy must be"):
+        ProductStep(TINY, torch.device("cpu"), torch.float32, "lora", 0.0, policy="entropy")

@@ -148,3 +148,42 @@ def test_writer_reader_exact_and_errors(tmp_path):
         TeacherCache(tmp_path / "c")
     manifest = json.loads((tmp_path / "c" / "manifest.json").read_text())
     assert manifest["tasks"]["pos"]["offsets"] == [0, 3, 4, 9]
+
+
+def test_length_batches_hold_the_example_and_token_limits():
+    from trainables.teacher.build import length_batches
+
+    lengths = [50, 10, 30, 10, 200, 20, 40]
+    batches = length_batches(lengths, batch_size=3, batch_tokens=90)
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))  # each example once
+    # Shortest first; a batch's padded width is its longest, and width × size stays in the budget,
+    # except an example longer than the budget, which gets a batch of its own.
+    assert batches == [[1, 3, 5], [2, 6], [0], [4]]
+    for b in batches:
+        assert len(b) <= 3 and (len(b) == 1 or len(b) * max(lengths[i] for i in b) <= 90)
+    assert length_batches(lengths, batch_size=2) == [[1, 3], [5, 2], [6, 0], [4]]  # no token limit
+    assert length_batches([], 4, 100) == []
+
+
+def test_a_tight_token_budget_gives_the_same_rows(tmp_path, tiny_dir):
+    wide = TeacherCache(build_cache(_cfg(), tmp_path / "wide", "fewshot"))
+    tight_cfg = _cfg(teacher=TeacherConfig(top_k=16, batch_size=4, batch_tokens=64))
+    tight = TeacherCache(build_cache(tight_cfg, tmp_path / "tight", "fewshot"))
+    keys = [ex.key for ex in training_set(_cfg(), load_tokenizer(_cfg().model), training_pools(_cfg()))]
+    (tw, dw), (tt, dt) = wide.gather(keys), tight.gather(keys)
+    assert torch.equal(dw["gold_id"], dt["gold_id"])
+    torch.testing.assert_close(tw.logprobs.float(), tt.logprobs.float(), atol=2e-3, rtol=1e-3)
+    stats = tight.manifest["stats"]
+    assert set(stats["forward_by_task_s"]) == {"nli", "ner"} and stats["compiled"] is False  # CPU, auto: eager
+    assert sum(stats["teacher_tokens_by_task"].values()) == stats["teacher_tokens"] > 0
+
+
+@pytest.mark.parametrize("setting,device,tokens,compiled", [
+    ("auto", "cuda", 10_000_000, True), ("auto", "cuda", 9_999_999, False), ("auto", "cpu", 10**9, False),
+    ("on", "cpu", 1, True), ("off", "cuda", 10**9, False),
+])
+def test_the_teacher_compiles_only_for_builds_large_enough_to_repay_it(setting, device, tokens, compiled):
+    from trainables.config import TEACHER_COMPILE_MIN_TOKENS, teacher_compile_enabled
+
+    assert TEACHER_COMPILE_MIN_TOKENS == 10_000_000
+    assert teacher_compile_enabled(TeacherConfig(compile=setting), device, tokens) is compiled

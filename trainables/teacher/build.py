@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from trainables.alignment import Encoded, collate
-from trainables.config import TrialConfig, compile_enabled
+from trainables.config import TrialConfig, teacher_compile_enabled
 from trainables.data import TrainExample, teacher_encoding, training_pools, training_set
 from trainables.models import (
     AnswerSpanLM, compile_decoder_layers, load_model, load_tokenizer, model_identity, model_path,
@@ -72,18 +72,33 @@ _STAT_NAMES = ("ids", "lp", "tail", "lse", "gold", "gold_lp", "ent")
 
 
 @torch.no_grad()
+def length_batches(lengths: Sequence[int], batch_size: int, batch_tokens: int = 0) -> list[list[int]]:
+    """Indices grouped into batches by length (shortest first): at most `batch_size` examples and, when
+    `batch_tokens` > 0, at most that many padded tokens each (a longer example still gets a batch)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches: list[list[int]] = []
+    for i in order:
+        b = batches[-1] if batches else None
+        # Ascending order: the newcomer is the batch's longest, so it sets the padded width.
+        if b is not None and len(b) < batch_size and (not batch_tokens or (len(b) + 1) * lengths[i] <= batch_tokens):
+            b.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
 def teacher_rows(
     span_lm: AnswerSpanLM, encodings: Sequence[Encoded], pad_id: int, top_k: int, batch_size: int,
-    device: torch.device, alignment: str = "causal", vocab_limit: int | None = None,
+    device: torch.device, alignment: str = "causal", vocab_limit: int | None = None, batch_tokens: int = 0,
 ) -> list[TokenRows]:
-    """Top-K statistics of the teacher at each example's answer tokens (batched by length).
+    """Top-K statistics of the teacher at each example's answer tokens (batched by length, see
+    `length_batches`).
 
     Pipelined: a batch's statistics are copied to pinned host memory without blocking, and the
     host slices them into rows while the GPU already runs the next batch.
 
     With `vocab_limit` (the student's output rows, when the teacher's layer is wider) the top-K
     is taken over ids < vocab_limit and the extra rows' probability goes to the tail bucket."""
-    order = sorted(range(len(encodings)), key=lambda i: len(encodings[i].input_ids))
     out: list[TokenRows | None] = [None] * len(encodings)
     pending: tuple[list[int], dict[str, torch.Tensor], Any] | None = None
 
@@ -97,8 +112,7 @@ def teacher_rows(
             out[i] = TokenRows(cpu["ids"][s:e], cpu["lp"][s:e], cpu["tail"][s:e], cpu["lse"][s:e],
                                cpu["gold"][s:e], cpu["gold_lp"][s:e], cpu["ent"][s:e])
 
-    for start in range(0, len(order), batch_size):
-        idx = order[start:start + batch_size]
+    for idx in length_batches([len(e.input_ids) for e in encodings], batch_size, batch_tokens):
         batch = collate([encodings[i] for i in idx], pad_id, "right", alignment).to(device)
         logits = span_lm(batch.input_ids, batch.attention_mask, batch.position_ids, batch.rows, batch.kd_cols)
         logp = torch.log_softmax(logits.float(), dim=-1)  # [N, V]
@@ -193,16 +207,22 @@ class Teacher:
 
     model: torch.nn.Module
     span_lm: AnswerSpanLM
-    load_s: float  # seconds to load (and wrap for compilation) its weights
+    load_s: float  # seconds to load its weights
+    compiled: bool = False  # its layers compiled (compilation itself runs in the first forward)
 
 
 def load_teacher(cfg: TrialConfig, dev: torch.device, path: str | None) -> Teacher:
     """The teacher model (the base model, or the checkpoint at `path`) on `dev`, in eval mode."""
     t0 = time.perf_counter()
     model = load_model(cfg.model, dev, trainable=False, path=path)
-    if compile_enabled(cfg.teacher.compile, dev.type):
-        compile_decoder_layers(model)  # ~60% → ~80% of the bf16 peak on an H200 (bench/gpu_speed.py)
     return Teacher(model, AnswerSpanLM(model), time.perf_counter() - t0)
+
+
+def compile_teacher(cfg: TrialConfig, teacher: Teacher, dev: torch.device, tokens: int) -> None:
+    """Compile the teacher's layers (once) when a build of `tokens` teacher tokens repays it."""
+    if not teacher.compiled and teacher_compile_enabled(cfg.teacher, dev.type, tokens):
+        compile_decoder_layers(teacher.model)  # ~60% → ~80% of the bf16 peak on an H200 (bench/gpu_speed.py)
+        teacher.compiled = True
 
 
 def _build_into(cfg: TrialConfig, directory: Path, mode: str, device: str | None,
@@ -229,29 +249,37 @@ def _build_into(cfg: TrialConfig, directory: Path, mode: str, device: str | None
     shots = mode == "fewshot" or (mode == "checkpoint" and cfg.teacher.checkpoint_shots)
     writer = CacheWriter(directory, cache_key(cfg, mode), cfg.teacher.top_k)
     phases = {"encode_s": 0.0, "forward_s": 0.0, "write_s": 0.0}
-    started, n_tokens, n_teacher_tokens = time.perf_counter(), 0, 0
+    started, n_tokens = time.perf_counter(), 0
+    by_task: dict[str, tuple[list[TrainExample], list[Encoded]]] = {}
     for task in cfg.data.tasks:
-        t0 = time.perf_counter()
         task_examples: list[TrainExample] = [e for e in examples if e.task == task]
         encs = [teacher_encoding(cfg, tokenizer, e, pools[task], shots) for e in task_examples]
         for e, t in zip(task_examples, encs):
             if t.answer_ids != e.student.answer_ids:  # guaranteed by construction; checked anyway
                 raise AssertionError(f"teacher and student answer tokens differ for {e.key}")
+        by_task[task] = (task_examples, encs)
+    phases["encode_s"] = time.perf_counter() - started
+    task_tokens = {task: sum(len(e.input_ids) for e in encs) for task, (_, encs) in by_task.items()}
+    compile_teacher(cfg, teacher, dev, sum(task_tokens.values()))  # the build's size decides
+    forward_by_task: dict[str, float] = {}
+    for task, (task_examples, encs) in by_task.items():
         t1 = time.perf_counter()
         rows = teacher_rows(teacher.span_lm, encs, tokenizer.pad_token_id, cfg.teacher.top_k, cfg.teacher.batch_size,
-                            dev, cfg.train.kd_alignment, vocab_limit=student_rows)
+                            dev, cfg.train.kd_alignment, vocab_limit=student_rows, batch_tokens=cfg.teacher.batch_tokens)
         t2 = time.perf_counter()  # teacher_rows has waited for its last batch: the GPU work is done
         writer.write_task(task, [e.record["id"] for e in task_examples], rows)
-        phases["encode_s"] += t1 - t0
-        phases["forward_s"] += t2 - t1  # the first task's includes compiling the layers (when compiled)
+        # The first forward of a compiled teacher includes compiling its layers.
+        forward_by_task[task] = t2 - t1
+        phases["forward_s"] += t2 - t1
         phases["write_s"] += time.perf_counter() - t2
         n_tokens += sum(len(r.gold_id) for r in rows)
-        n_teacher_tokens += sum(len(t.input_ids) for t in encs)
     seconds = time.perf_counter() - started
-    stats = {"seconds": seconds, "answer_tokens": n_tokens, "teacher_tokens": n_teacher_tokens, "device": str(dev),
+    stats = {"seconds": seconds, "answer_tokens": n_tokens, "teacher_tokens": sum(task_tokens.values()),
+             "device": str(dev), "compiled": teacher.compiled,
              # Where the time went: data (pools, training set), the teacher's load (0 when an earlier
-             # build in this process loaded these weights), then per task: tokenising the teacher's
-             # prompts, its forward passes, writing the rows.
-             "data_s": data_s, "load_s": 0.0 if reused else teacher.load_s, **phases}
+             # build in this process loaded these weights), tokenising the teacher's prompts, its
+             # forward passes (per task too, with each task's teacher tokens), writing the rows.
+             "data_s": data_s, "load_s": 0.0 if reused else teacher.load_s, **phases,
+             "forward_by_task_s": forward_by_task, "teacher_tokens_by_task": task_tokens}
     writer.finish({"vocab_rows": student_rows or teacher.model.config.vocab_size, "stats": stats})
     log.info("built teacher cache %s: %d answer tokens in %.1fs", directory, n_tokens, seconds)

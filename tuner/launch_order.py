@@ -1,0 +1,53 @@
+"""The order a sweep's trials start in: the longest first.
+
+Tune starts trials in the order it is given them, as many at a time as fit. With the study's
+order (sft, base, fewshot, control, then the distill trials) the three evaluation-only or short
+trials went first and the slowest one (meta-λ, whose probe steps back-propagate every task's KD
+apart) started last, so the sweep ended with it running alone (H200 study runs 5 and 6). Starting
+the longest trials first lets the short ones fill the slots that free up near the end.
+
+The estimate is relative, in seconds of the H200 study bench (3B LoRA, batch 8, eager steps):
+what matters is the order it gives, not its absolute value.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+from trainables.config import TrialConfig
+
+#: One training step (eager LoRA step at the study's sizes, bench/gpu_speed.py --shape study).
+STEP_S = 0.22
+#: A split-gradient policy's step relative to a plain one (meta-λ: 297 vs 217 ms, the same bench).
+SPLIT_GRADIENT_FACTOR = 1.4
+#: One evaluated example (the study bench's trials decoded 55–100 examples/s).
+EVAL_EXAMPLE_S = 0.012
+#: A few-shot prompt's evaluation relative to a zero-shot one (37 vs 55 examples/s, base vs fewshot).
+FEWSHOT_EVAL_FACTOR = 1.5
+
+
+def _acts_on_grads(trial: TrialConfig) -> bool:
+    """Whether the trial's λ policy needs split gradients (meta-λ, gradient conflict, or a composite of one)."""
+    from trainables.policies import make_policy
+
+    v = trial.variant
+    if not v.uses_teacher:
+        return False
+    return make_policy(v.policy.name, v.policy.params, trial.data.tasks).acts_on_grads
+
+
+def trial_cost(trial: TrialConfig, pairs: int) -> float:
+    """Estimated seconds of one trial: its training steps and its evaluations over `pairs` (task, language) pairs."""
+    v, train, ev = trial.variant, trial.train, trial.eval
+    steps = train.steps if v.trains else 0
+    step_s = STEP_S * (SPLIT_GRADIENT_FACTOR if steps and _acts_on_grads(trial) else 1.0)
+    dev_evals = math.ceil(steps / train.eval_every) if steps else 1
+    examples = pairs * (dev_evals * ev.dev_per_pair + ev.test_per_pair)
+    per_example = EVAL_EXAMPLE_S * (FEWSHOT_EVAL_FACTOR if v.condition == "fewshot" else 1.0)
+    return steps * step_s + examples * per_example
+
+
+def longest_first(trials: Sequence[TrialConfig], pairs: int) -> list[TrialConfig]:
+    """The trials sorted by estimated cost, longest first (ties keep the sweep's order)."""
+    return sorted(trials, key=lambda t: -trial_cost(t, pairs))
