@@ -187,3 +187,26 @@ def test_the_teacher_compiles_only_for_builds_large_enough_to_repay_it(setting, 
 
     assert TEACHER_COMPILE_MIN_TOKENS == 10_000_000
     assert teacher_compile_enabled(TeacherConfig(compile=setting), device, tokens) is compiled
+
+
+def test_answer_statistics_in_row_chunks_equal_one_pass(monkeypatch):
+    from trainables.teacher import build
+
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, 50, generator=g) * 3
+    targets = torch.randint(0, 50, (7,), generator=g)
+    whole = build.answer_stats(logits, targets, top_k=5, vocab_limit=40)
+    monkeypatch.setattr(build, "STATS_ROWS", 3)  # chunks of 3, 3, 1 rows
+    chunked = build.answer_stats(logits, targets, top_k=5, vocab_limit=40)
+    for a, b in zip(whole, chunked):
+        torch.testing.assert_close(a, b)
+    # Against an independent computation in float64.
+    logp = torch.log_softmax(logits.double(), -1)
+    top = logp[:, :40].topk(5, -1)
+    assert torch.equal(chunked[0].long(), top.indices)
+    torch.testing.assert_close(chunked[2].double(), torch.logsumexp(logp.scatter(-1, top.indices, float("-inf")), -1),
+                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(chunked[6].double(), -(logp.exp() * logp).sum(-1), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(chunked[5].double(), logp.gather(-1, targets[:, None])[:, 0], atol=1e-5, rtol=1e-5)
+    empty = build.answer_stats(logits[:0], targets[:0], top_k=5)
+    assert [t.shape[0] for t in empty] == [0] * 7

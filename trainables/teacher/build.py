@@ -87,6 +87,31 @@ def length_batches(lengths: Sequence[int], batch_size: int, batch_tokens: int = 
     return batches
 
 
+#: Answer rows whose vocabulary statistics are computed at once: bounds the fp32 temporaries
+#: (log-probs, their exponent, the tail's scatter) to ~1 GB each at a 128k vocabulary, however
+#: many answer tokens a token-budgeted batch holds.
+STATS_ROWS = 2048
+
+
+def answer_stats(logits: torch.Tensor, targets: torch.Tensor, top_k: int,
+                 vocab_limit: int | None = None) -> tuple[torch.Tensor, ...]:
+    """The cache's per-token statistics from the teacher's answer-span logits [N, V], in row chunks:
+    top-K ids and log-probs, log tail mass, logsumexp, gold id, gold log-prob, entropy."""
+    parts = []
+    for lo in range(0, max(logits.shape[0], 1), STATS_ROWS):  # an empty span still gives empty statistics
+        chunk, gold = logits[lo:lo + STATS_ROWS].float(), targets[lo:lo + STATS_ROWS]
+        lse = torch.logsumexp(chunk, dim=-1)
+        logp = chunk - lse[:, None]  # log_softmax
+        limit = min(vocab_limit or logp.shape[-1], logp.shape[-1])
+        top_lp, top_ids = logp[:, :limit].topk(min(top_k, limit), dim=-1)
+        # Exact log tail mass: logsumexp over the ids outside the top-K (−inf when K = V).
+        tail = torch.logsumexp(logp.scatter(-1, top_ids, float("-inf")), dim=-1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        gold_lp = logp.gather(-1, gold[:, None]).squeeze(-1)
+        parts.append((top_ids.int(), top_lp.half(), tail, lse, gold.int(), gold_lp, entropy))
+    return tuple(torch.cat(ts) for ts in zip(*parts))
+
+
 def teacher_rows(
     span_lm: AnswerSpanLM, encodings: Sequence[Encoded], pad_id: int, top_k: int, batch_size: int,
     device: torch.device, alignment: str = "causal", vocab_limit: int | None = None, batch_tokens: int = 0,
@@ -115,16 +140,7 @@ def teacher_rows(
     for idx in length_batches([len(e.input_ids) for e in encodings], batch_size, batch_tokens):
         batch = collate([encodings[i] for i in idx], pad_id, "right", alignment).to(device)
         logits = span_lm(batch.input_ids, batch.attention_mask, batch.position_ids, batch.rows, batch.kd_cols)
-        logp = torch.log_softmax(logits.float(), dim=-1)  # [N, V]
-        lse = torch.logsumexp(logits.float(), dim=-1)
-        limit = min(vocab_limit or logp.shape[-1], logp.shape[-1])
-        k = min(top_k, limit)
-        top_lp, top_ids = logp[:, :limit].topk(k, dim=-1)
-        # Exact log tail mass: logsumexp over the ids outside the top-K (−inf when K = V).
-        tail = torch.logsumexp(logp.scatter(-1, top_ids, float("-inf")), dim=-1)
-        entropy = -(logp.exp() * logp).sum(-1)
-        gold_lp = logp.gather(-1, batch.targets[:, None]).squeeze(-1)
-        stats = (top_ids.int(), top_lp.half(), tail, lse, batch.targets.int(), gold_lp, entropy)
+        stats = answer_stats(logits, batch.targets, top_k, vocab_limit)
         cuda = device.type == "cuda"
         # non_blocking device→host copies land in pinned memory; `ready` marks their end.
         host = {n: t.to("cpu", non_blocking=cuda) for n, t in zip(_STAT_NAMES, stats)}
