@@ -240,7 +240,9 @@ def teacher_compile_enabled(teacher: "TeacherConfig", device_type: str, tokens: 
 #: Training runs shorter than this many steps train eager under `train.compile: auto`. Measured on
 #: an H200 at the study's sizes (3B LoRA, batch 8 of ~124 tokens; `bench/gpu_speed.py --shape study`,
 #: 2026-12-04): the compiled step took 125 ms against 217 ms eager, but its first step took 104.5 s
-#: (52.5 s with a warm compile cache), so compiling pays for itself only after ~1,140 steps.
+#: against 3.2 s, so compiling pays for itself after ~1,100 steps. With the compile cache warm (a
+#: later trial on the same node) the first step took 52.5 s and it pays after ~540: the threshold
+#: is the cold case, which every trial of a sweep's first wave pays.
 COMPILE_MIN_STEPS = 1200
 
 
