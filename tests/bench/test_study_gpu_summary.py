@@ -36,3 +36,23 @@ def test_summarise_trial_counts_student_tokens_when_reported():
              "time_total_s": 4.0, "final": True}]
     s = summarise_trial(rows)
     assert s["train_tokens"] == 900 and s["train_tok_per_s"] == 300
+
+
+def test_cache_figures_read_the_builds_phases_and_per_task_forwards(tmp_path):
+    import json
+
+    from bench.study_gpu import H200_BF16_PEAK, cache_figures
+
+    stats = {"seconds": 20.0, "teacher_tokens": 3_000_000, "answer_tokens": 60_000, "data_s": 1.0, "load_s": 2.0,
+             "encode_s": 3.0, "forward_s": 12.0, "write_s": 0.5, "compiled": False,
+             "forward_by_task_s": {"nli": 10.0, "pos": 2.0, "pa": 0.0},
+             "teacher_tokens_by_task": {"nli": 2_000_000, "pos": 1_000_000, "pa": 0}}
+    (tmp_path / "fewshot-x").mkdir()
+    (tmp_path / "fewshot-x" / "manifest.json").write_text(json.dumps({"stats": stats}))
+    (row,) = cache_figures(tmp_path, n_params=3_000_000_000)
+    assert row["teacher_tok_per_s"] == 150_000 and row["forward_tok_per_s"] == 250_000
+    assert row["phases_s"] == {"data_s": 1.0, "load_s": 2.0, "encode_s": 3.0, "forward_s": 12.0, "write_s": 0.5}
+    assert row["compiled"] is False and set(row["forward_by_task"]) == {"nli", "pos"}  # a task with no forward is left out
+    nli = row["forward_by_task"]["nli"]
+    assert nli["tok_per_s"] == 200_000
+    assert nli["pct_of_bf16_peak"] == pytest.approx(round(100 * 2 * 3e9 * 200_000 / H200_BF16_PEAK, 1))
