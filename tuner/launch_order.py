@@ -37,9 +37,12 @@ def _acts_on_grads(trial: TrialConfig) -> bool:
     return make_policy(v.policy.name, v.policy.params, trial.data.tasks).acts_on_grads
 
 
-def trial_cost(trial: TrialConfig, pairs: int) -> float:
-    """Estimated seconds of one trial: its training steps and its evaluations over `pairs` (task, language) pairs."""
+def trial_cost(trial: TrialConfig) -> float:
+    """Estimated seconds of one trial: its training steps and its evaluations over every (task, language) pair."""
+    from trainables.data import available_langs
+
     v, train, ev = trial.variant, trial.train, trial.eval
+    pairs = sum(len(available_langs(trial.data, task)) for task in trial.data.tasks)
     steps = train.steps if v.trains else 0
     step_s = STEP_S * (SPLIT_GRADIENT_FACTOR if steps and _acts_on_grads(trial) else 1.0)
     dev_evals = math.ceil(steps / train.eval_every) if steps else 1
@@ -48,6 +51,6 @@ def trial_cost(trial: TrialConfig, pairs: int) -> float:
     return steps * step_s + examples * per_example
 
 
-def longest_first(trials: Sequence[TrialConfig], pairs: int) -> list[TrialConfig]:
+def longest_first(trials: Sequence[TrialConfig]) -> list[TrialConfig]:
     """The trials sorted by estimated cost, longest first (ties keep the sweep's order)."""
-    return sorted(trials, key=lambda t: -trial_cost(t, pairs))
+    return sorted(trials, key=lambda t: -trial_cost(t))

@@ -277,7 +277,7 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
               out: TextIO = sys.stdout) -> SweepOutcome:
     """Run the whole sweep and return where its results and table are."""
     from trainables.config import TrialConfig
-    from trainables.data import available_langs, check_sources
+    from trainables.data import check_sources
     from trainables.models import ensure_tiny_model, load_tokenizer
 
     storage = Path(storage or default_storage()).expanduser().resolve()
@@ -310,8 +310,7 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     cache_root = Path(spec.teacher.cache_dir).expanduser() if spec.teacher.cache_dir else storage / CACHE_DIRNAME
     spec = resolve_gpu_sharing(spec, out)
     cache_paths = build_caches(spec, cache_root, out)
-    pairs = sum(len(available_langs(spec.data, task)) for task in spec.data.tasks)
-    trials = longest_first(spec.trial_configs(str(experiment_dir), cache_paths), pairs)
+    trials = longest_first(spec.trial_configs(str(experiment_dir), cache_paths))
     concurrent = max_concurrent(spec, ray.cluster_resources())
     print(f"sweep {spec.name}: {len(trials)} trials, up to {concurrent} at a time -> {experiment_dir}", file=out)
 

@@ -71,7 +71,6 @@ def cache_dir(cfg: TrialConfig, root: str | Path, mode: str) -> Path:
 _STAT_NAMES = ("ids", "lp", "tail", "lse", "gold", "gold_lp", "ent")
 
 
-@torch.no_grad()
 def length_batches(lengths: Sequence[int], batch_size: int, batch_tokens: int = 0) -> list[list[int]]:
     """Indices grouped into batches by length (shortest first): at most `batch_size` examples and, when
     `batch_tokens` > 0, at most that many padded tokens each (a longer example still gets a batch)."""
@@ -112,6 +111,7 @@ def answer_stats(logits: torch.Tensor, targets: torch.Tensor, top_k: int,
     return tuple(torch.cat(ts) for ts in zip(*parts))
 
 
+@torch.no_grad()
 def teacher_rows(
     span_lm: AnswerSpanLM, encodings: Sequence[Encoded], pad_id: int, top_k: int, batch_size: int,
     device: torch.device, alignment: str = "causal", vocab_limit: int | None = None, batch_tokens: int = 0,
@@ -286,9 +286,9 @@ def _build_into(cfg: TrialConfig, directory: Path, mode: str, device: str | None
         writer.write_task(task, [e.record["id"] for e in task_examples], rows)
         # The first forward of a compiled teacher includes compiling its layers.
         forward_by_task[task] = t2 - t1
-        phases["forward_s"] += t2 - t1
         phases["write_s"] += time.perf_counter() - t2
         n_tokens += sum(len(r.gold_id) for r in rows)
+    phases["forward_s"] = sum(forward_by_task.values())
     seconds = time.perf_counter() - started
     stats = {"seconds": seconds, "answer_tokens": n_tokens, "teacher_tokens": sum(task_tokens.values()),
              "device": str(dev), "compiled": teacher.compiled,
