@@ -5,12 +5,12 @@ reused across batches, LoRA merged into weight copies (the last is the product's
 Generated tok/s, examples/s, the ratio to eager, and whether the texts are the same.
 
     python bench/generation_gpu.py --data /tmp/xs/xtreme-sample --out $OUT        # on the GPU machine
-    python bench/generation_gpu.py --shape tiny --data ../shared/data/xtreme-sample --out /tmp/g --per-pair 2
+    python bench/generation_gpu.py --shape llama-test --data ../shared/data/xtreme-sample --out /tmp/g --per-pair 2
 
 The student is what an `sft` trial evaluates (`trainables.loop.setup`: the model, LoRA adapters
 with small random lora_B so that merging them is not a no-op, compiled decoder layers run eager
 while decoding), on the study benchmark's random-weight model
-and tokenizer (bench/study_gpu.py builds them, or reuses them from --work). Random weights decode
+and tokenizer (the product's `random:<shape>`, built once under --work/home). Random weights decode
 to every task's token budget: the worst case.
 """
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -134,7 +135,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "eval": {"dev_per_pair": 10, "test_per_pair": 1},
         "resources": {"use_gpu": device.type == "cuda", "gpus_per_worker": 1.0}})
     tiny_settings, tiny_items, tiny_differ = compare(tiny, device)
-    model_dir, n_params = ensure_model(args.shape, args.data, args.work / f"model-{args.shape}")
+    os.environ.setdefault("LAMTUNE_HOME", str(args.work / "home"))  # where random: models are built, once
+    model_dir, n_params = ensure_model(args.shape, args.data)
     cfg = TrialConfig.model_validate({
         "model": {"name": str(model_dir)}, "variant": {"condition": "sft"},
         "data": {"source": f"local:{args.data}", "train_split": "dev", "max_train_per_task": 10},
@@ -160,7 +162,7 @@ def main() -> int:
     p.add_argument("--data", type=Path, required=True, help="the XTREME sample folder")
     p.add_argument("--out", type=Path, required=True, help="folder for generation.json")
     p.add_argument("--work", type=Path, default=Path("/tmp/lamtune-study"))
-    p.add_argument("--shape", default="llama-3.2-3b")
+    p.add_argument("--shape", default="llama-3.2-3b", help="a random: architecture of the product")
     p.add_argument("--per-pair", type=int, default=20, help="dev examples per (task, language)")
     p.add_argument("--max-new", type=int, default=32,
                    help="token budget per task, at most (the eager baseline runs ~116 ms per step on the 3B shape)")

@@ -2,14 +2,15 @@
 Llama-3.2-3B-shaped model with random bf16 weights, timed phase by phase.
 
     python bench/study_gpu.py --data /tmp/xs/xtreme-sample --out $OUT          # on the GPU machine
-    python bench/study_gpu.py --shape tiny --data ../shared/data/xtreme-sample --out /tmp/s \\
+    python bench/study_gpu.py --shape llama-test --data ../shared/data/xtreme-sample --out /tmp/s \\
         --steps 4 --eval-every 2 --dev 2 --test 2 --train-per-task 20            # logic check on a CPU
 
-It (1) trains a byte-level BPE tokenizer with Llama-3's vocabulary size (128,256) on the XTREME
-sample's text, so sequence lengths are realistic (the tiny default's 2,048-token tokenizer cuts
-real text into far more tokens), (2) saves a random-weight model of the chosen shape beside it,
-(3) runs the sweep through the CLI in a subprocess, as a user would, from an empty cache, sampling
-GPU utilisation and memory with nvidia-smi, and (4) reads what the product itself reported —
+It (1) builds the product's `random:llama-3.2-3b` model (trainables/random_model.py): seeded
+random weights of the published shape and a byte-level BPE with Llama-3's vocabulary size
+(128,256) and pre-tokenisation learnt from the XTREME sample's rendered prompts and answers, so
+sequence lengths are realistic (the tiny default's 2,048-token tokenizer cuts real text into far
+more tokens), (2) runs the sweep through the CLI in a subprocess, as a user would, from an empty cache, sampling
+GPU utilisation and memory with nvidia-smi, and (3) reads what the product itself reported —
 teacher-cache build statistics, each trial's reports (training tokens and seconds, generation
 counts and seconds, peak memory) — into `study.json` and `study.txt`, with the projected wall
 time of the study at full size from the measured rates.
@@ -35,100 +36,33 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from trainables.random_model import ARCHITECTURES  # noqa: E402
+
 #: bf16 dense matrix-product rate measured on the H200 (bench/gpu_speed.py, section peak).
 H200_BF16_PEAK = 790e12
-SHAPES: dict[str, dict[str, Any]] = {
-    "llama-3.2-3b": dict(hidden_size=3072, intermediate_size=8192, num_hidden_layers=28, num_attention_heads=24,
-                         num_key_value_heads=8, tie_word_embeddings=True, rope_theta=500000.0,
-                         max_position_embeddings=8192),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, tie_word_embeddings=True, max_position_embeddings=4096),
-}
-VOCAB = 128_256
-SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|pad|>"]
 #: The study at full size (the seed study's protocol), for the projection.
 FULL = dict(steps=1000, train_per_task=5000, dev_per_pair=50, eval_every=100, test_per_pair=500, variants=7)
 
 
-# --------------------------------------------------------------------------- tokenizer and model
+# --------------------------------------------------------------------------- model
 
 
-def sample_texts(data_dir: Path) -> list[str]:
-    """Every text field of the XTREME sample's files, read through the product's loaders."""
-    from trainables.config import DataConfig
-    from trainables.data import load_records
-    from trainables.tasks.schema import LANGS, TASKS
+def ensure_model(shape: str, data_dir: Path) -> tuple[Path, int]:
+    """The product's `random:<shape>` model (seeded weights, a BPE of the shape's vocabulary learnt
+    from the sample's rendered prompts and answers), built once as the sweep would, and its
+    parameter count."""
+    from transformers import AutoConfig
 
-    cfg = DataConfig(source=f"local:{data_dir}")
-    texts: list[str] = []
-    for task in TASKS:
-        for lang in LANGS:
-            for split in ("train", "dev", "test"):
-                try:
-                    records = load_records(cfg, task, lang, split)
-                except Exception:  # a split the sample lacks
-                    continue
-                for r in records:
-                    for key in ("premise", "hypothesis", "sentence1", "sentence2", "context", "question"):
-                        if key in r:
-                            texts.append(str(r[key]))
-                    if "tokens" in r:
-                        texts.append(" ".join(r["tokens"]))
-    return texts
+    from trainables.config import TrialConfig
+    from trainables.memory_plan import parameter_count
+    from trainables.models import prepare_model
 
-
-def train_tokenizer(data_dir: Path, out: Path) -> Any:
-    """A byte-level BPE of VOCAB tokens (specials included) trained on the sample, saved to `out`."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB, special_tokens=SPECIALS, show_progress=False,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    texts = sample_texts(data_dir)
-    tok.train_from_iterator(texts, trainer=trainer)
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=SPECIALS[0], eos_token=SPECIALS[1],
-                                   pad_token=SPECIALS[2])
-    fast.save_pretrained(out)
-    return fast
-
-
-def build_model(shape: str, tokenizer: Any, out: Path) -> int:
-    """Save a random-weight Llama of this shape (bf16 on a GPU) to `out`; returns its parameter count."""
-    import torch
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    cfg = LlamaConfig(vocab_size=VOCAB, bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
-                      pad_token_id=tokenizer.pad_token_id, **SHAPES[shape])
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    torch.manual_seed(0)
-    with torch.device(device):
-        model = AutoModelForCausalLM.from_config(cfg, dtype=dtype)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.save_pretrained(out)
-    n = sum(p.numel() for p in model.parameters())
-    del model
-    return n
-
-
-def ensure_model(shape: str, data_dir: Path, model_dir: Path) -> tuple[Path, int]:
-    """The random-weight model and trained tokenizer in `model_dir` (built unless already there),
-    and its parameter count."""
     t0 = time.perf_counter()
-    if not (model_dir / "config.json").is_file():
-        tok = train_tokenizer(data_dir, model_dir)
-        t_tok = time.perf_counter() - t0
-        n_params = build_model(shape, tok, model_dir)
-    else:
-        from transformers import AutoConfig
-
-        from trainables.memory_plan import parameter_count
-
-        t_tok, n_params = 0.0, parameter_count(AutoConfig.from_pretrained(model_dir))
-    print(f"model {shape}: {n_params / 1e9:.2f} B parameters, tokenizer {t_tok:.0f}s, "
+    cfg = TrialConfig.model_validate({"model": {"name": f"random:{shape}"},
+                                      "data": {"source": f"local:{data_dir}"}}).model
+    model_dir = Path(prepare_model(cfg, sys.stdout))
+    n_params = parameter_count(AutoConfig.from_pretrained(model_dir))
+    print(f"model random:{shape}: {n_params / 1e9:.2f} B parameters in {model_dir}, "
           f"set-up {time.perf_counter() - t0:.0f}s", flush=True)
     return model_dir, n_params
 
@@ -316,7 +250,8 @@ def main() -> int:
     p.add_argument("--data", type=Path, required=True, help="the XTREME sample folder")
     p.add_argument("--out", type=Path, required=True, help="folder for study.json and study.txt")
     p.add_argument("--work", type=Path, default=Path("/tmp/lamtune-study"))
-    p.add_argument("--shape", choices=sorted(SHAPES), default="llama-3.2-3b")
+    p.add_argument("--shape", choices=sorted(ARCHITECTURES), default="llama-3.2-3b",
+                   help="a random: architecture of the product (llama-test: a 2-layer one for a CPU check)")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--eval-every", type=int, default=100)
     p.add_argument("--dev", type=int, default=20, help="dev examples per (task, language)")
@@ -326,17 +261,18 @@ def main() -> int:
     p.add_argument("--set", dest="extra", action="append", default=[], help="more --set overrides for the sweep")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    model_dir, storage = args.work / f"model-{args.shape}", args.work / "sweeps"
+    storage = args.work / "sweeps"
+    os.environ.setdefault("LAMTUNE_HOME", str(args.work / "home"))  # where random: models are built, once
     if storage.exists():
         import shutil
 
         shutil.rmtree(storage)  # from an empty cache, every time
     t0 = time.perf_counter()
-    model_dir, n_params = ensure_model(args.shape, args.data, model_dir)
+    model_dir, n_params = ensure_model(args.shape, args.data)
     t_setup = time.perf_counter() - t0
 
-    use_gpu = "true" if args.shape != "tiny" else "false"
-    sets = [f"model.name={model_dir}", f"data.source=local:{args.data}", "data.train_split=dev",
+    use_gpu = "true" if args.shape != "llama-test" else "false"
+    sets = [f"model.name=random:{args.shape}", f"data.source=local:{args.data}", "data.train_split=dev",
             "eval.test_split=dev", f"data.max_train_per_task={args.train_per_task}", f"resources.use_gpu={use_gpu}",
             f"teacher.use_gpu={use_gpu}", f"train.steps={args.steps}", f"train.eval_every={args.eval_every}",
             f"eval.dev_per_pair={args.dev}", f"eval.test_per_pair={args.test}", *args.extra]

@@ -50,10 +50,30 @@ class TinyModelConfig(Section):
     init_seed: int = Field(0, ge=0, description="seed of the random init (pretrained: false)")
 
 
+class RandomModelConfig(Section):
+    """A random-weight model of a published shape (model.name=random:<architecture>), built without a download."""
+
+    tokenizer: str = Field(
+        "bpe", min_length=1, description="'bpe': a byte-level BPE of the architecture's vocabulary size learnt "
+        "from `corpus`; else a tokenizer's local folder or hub id (e.g. the real model's, a few MB)")
+    corpus: str | None = Field(
+        None, description="'synthetic', 'hub' or 'local:<dir>': the text the 'bpe' tokenizer learns from; "
+        "default: the sweep's data.source")
+    corpus_per_pair: int = Field(2000, ge=10, le=1_000_000,
+                                 description="records read per task, language and split for the tokenizer")
+    init_seed: int = Field(0, ge=0, description="seed of the weights (initialised on the CPU: the same on every node)")
+
+    @field_validator("corpus")
+    @classmethod
+    def _corpus(cls, v: str | None) -> str | None:
+        return None if v is None else DataConfig._source(v)
+
+
 class ModelConfig(Section):
     """Which causal LM to distil into, and how the student is fine-tuned."""
 
-    name: str = Field("tiny", min_length=1, description="'tiny', a Hugging Face model id, or a local path")
+    name: str = Field("tiny", min_length=1, description="'tiny', 'random:<architecture>' (e.g. "
+                      "random:llama-3.2-3b), a Hugging Face model id, or a local path")
     revision: str | None = None
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     finetune: Literal["lora", "full"] = "lora"
@@ -64,6 +84,16 @@ class ModelConfig(Section):
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
+    random: RandomModelConfig = Field(default_factory=RandomModelConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        from trainables.random_model import architecture, is_random
+
+        if is_random(v):
+            architecture(v)  # one line naming the architectures when unknown
+        return v
 
 
 class DataConfig(Section):
@@ -348,3 +378,16 @@ class TrialConfig(Section):
     #: Filled by the sweep: where the experiment lives and where the teacher caches are.
     experiment_dir: str = ""
     cache_paths: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _corpus(self) -> "TrialConfig":
+        fill_random_corpus(self.model, self.data)
+        return self
+
+
+def fill_random_corpus(model: ModelConfig, data: DataConfig) -> None:
+    """A random model's tokenizer learns from the sweep's data unless model.random.corpus names other text."""
+    from trainables.random_model import is_random
+
+    if is_random(model.name) and model.random.corpus is None:
+        model.random.corpus = data.source

@@ -11,7 +11,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, TextIO
 
 import torch
 from torch import nn
@@ -77,12 +77,8 @@ def ensure_tiny_model(cfg: TinyModelConfig) -> Path:
     Otherwise a randomly initialised small Llama of the configured shape (seeded), with the shipped
     tokenizer when the vocabulary size matches, else a BPE tokenizer trained on the synthetic tasks."""
     check_tiny_shape(cfg)
-    target = tiny_model_dir(cfg)
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
-    try:
+
+    def build(tmp: Path) -> None:
         if cfg.pretrained:
             for name in _SHIPPED_FILES:
                 shutil.copyfile(SHIPPED_TINY / name, tmp / name)
@@ -90,6 +86,18 @@ def ensure_tiny_model(cfg: TinyModelConfig) -> Path:
             tokenizer = _tiny_tokenizer(cfg.vocab_size)
             tokenizer.save_pretrained(tmp)
             _build_tiny_llama(cfg, tokenizer).save_pretrained(tmp)
+
+    return install_once(tiny_model_dir(cfg), build)
+
+
+def install_once(target: Path, build: Callable[[Path], Any]) -> Path:
+    """`target`, built by `build(tmp)` in a temporary sibling folder and renamed into place unless there."""
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
+    try:
+        build(tmp)
         try:
             os.rename(tmp, target)  # atomic: a concurrent builder's result wins, ours is dropped
         except OSError:
@@ -130,28 +138,11 @@ def _tokenizer_corpus() -> list[str]:
 
 def _train_tiny_tokenizer(vocab_size: int) -> Any:
     """A byte-level BPE tokenizer with <pad>, <s>, </s>, trained on the synthetic corpus."""
-    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast
+    from trainables.bpe import train_bpe
 
-    tok = Tokenizer(models.BPE())
     # Whole words (with their leading space) as pre-tokens, then bytes: GPT-2's regex would split
     # Devanagari words at every vowel sign (~3.6 tokens per Hindi word instead of ~1).
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r" ?[^\s]+|\s+"), behavior="isolated"),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=["<pad>", "<s>", "</s>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(_tokenizer_corpus(), trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", padding_side="right"
-    )
+    return train_bpe(_tokenizer_corpus(), vocab_size, r" ?[^\s]+|\s+", ("<s>", "</s>", "<pad>"))
 
 
 def _build_tiny_llama(cfg: TinyModelConfig, tokenizer: Any) -> nn.Module:
@@ -180,22 +171,44 @@ def _build_tiny_llama(cfg: TinyModelConfig, tokenizer: Any) -> nn.Module:
 
 
 def model_path(cfg: ModelConfig) -> str:
-    """The name or path `from_pretrained` should load for this config (builds the tiny default)."""
-    return str(ensure_tiny_model(cfg.tiny)) if cfg.name == TINY else cfg.name
+    """The name or path `from_pretrained` should load for this config (builds the tiny default or a random model)."""
+    from trainables.random_model import ensure_random_model, is_random
+
+    if cfg.name == TINY:
+        return str(ensure_tiny_model(cfg.tiny))
+    if is_random(cfg.name):
+        return str(ensure_random_model(cfg))
+    return cfg.name
+
+
+def prepare_model(cfg: ModelConfig, out: TextIO | None = None) -> str:
+    """Build (once) the files a 'tiny' or 'random:' name stands for, saying so on `out` when that is slow."""
+    from trainables.random_model import corpus_source, is_random, random_model_dir
+
+    if out is not None and is_random(cfg.name) and not (random_model_dir(cfg) / "config.json").exists():
+        learnt = f"a tokenizer learnt from {corpus_source(cfg)}" if cfg.random.tokenizer == "bpe" else cfg.random.tokenizer
+        print(f"building {cfg.name} once (seeded random weights, {learnt}) in {random_model_dir(cfg)}",
+              file=out, flush=True)
+    return model_path(cfg)
 
 
 def model_identity(cfg: ModelConfig) -> str:
-    """A stable identity of the base model's weights (name + revision, or the tiny shape hash)."""
+    """A stable identity of the base model's weights (name + revision, the tiny shape hash, or the random build)."""
+    from trainables.random_model import is_random, random_model_dir
+
     if cfg.name == TINY:
         return f"tiny:{tiny_model_dir(cfg.tiny).name}"
+    if is_random(cfg.name):
+        return f"random:{random_model_dir(cfg).name}"
     return f"{cfg.name}@{cfg.revision or 'main'}"
 
 
 def _unavailable(cfg: ModelConfig, what: str, err: Exception) -> ModelUnavailable:
     return ModelUnavailable(
         f"model.name {cfg.name!r}: cannot load the {what} ({type(err).__name__}); the Hugging Face hub "
-        "is unreachable or the name is wrong. Use a local path (--set model.name=/path/to/model) or the "
-        "built-in default (--set model.name=tiny); for data use data.source=local:<dir> or synthetic."
+        "is unreachable or the name is wrong. Use a local path (--set model.name=/path/to/model), the "
+        "built-in default (--set model.name=tiny) or random weights of a published shape (--set "
+        "model.name=random:llama-3.2-3b); for data use data.source=local:<dir> or synthetic."
     )
 
 

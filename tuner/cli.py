@@ -93,7 +93,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 def _cmd_cache_build(args: argparse.Namespace) -> int:
     from trainables.config import TrialConfig
     from trainables.data import check_sources
-    from trainables.models import ensure_tiny_model
+    from trainables.models import prepare_model
     from tuner.storage import check_storage
     from tuner.sweep import CACHE_DIRNAME, build_caches, default_storage, init_ray
 
@@ -102,8 +102,7 @@ def _cmd_cache_build(args: argparse.Namespace) -> int:
     root = Path(spec.teacher.cache_dir).expanduser() if spec.teacher.cache_dir else storage / CACHE_DIRNAME
     check_storage(root)
     init_ray()
-    if spec.model.name == "tiny":
-        ensure_tiny_model(spec.model.tiny)
+    prepare_model(spec.model, sys.stdout)
     check_sources(TrialConfig(model=spec.model, data=spec.data, eval=spec.eval))
     for mode, path in build_caches(spec, root, sys.stdout).items():
         print(f"{mode}: {path}")

@@ -23,6 +23,7 @@ from trainables.config import (
     TrainConfig,
     TrialConfig,
     VariantConfig,
+    fill_random_corpus,
 )
 from trainables.metric_keys import ALL, AVG, eval_key
 
@@ -86,6 +87,7 @@ class SweepSpec(Section):
 
     @model_validator(mode="after")
     def _check(self) -> "SweepSpec":
+        fill_random_corpus(self.model, self.data)
         bad = [lam for lam in self.distill_lambdas if not (0 <= lam <= 100)]
         if bad:
             raise ValueError(f"distill_lambdas must be in [0, 100], got {bad}")

@@ -278,7 +278,7 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     """Run the whole sweep and return where its results and table are."""
     from trainables.config import TrialConfig
     from trainables.data import check_sources
-    from trainables.models import ensure_tiny_model, load_tokenizer
+    from trainables.models import load_tokenizer, prepare_model
 
     storage = Path(storage or default_storage()).expanduser().resolve()
     experiment_dir = storage / spec.name
@@ -286,8 +286,7 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
         raise ExperimentExists(f"{experiment_dir} already holds a sweep: add --resume to continue it, "
                                "or give another --name")
     # Everything that can be checked is checked before Ray starts or the storage is written.
-    if spec.model.name == "tiny":
-        ensure_tiny_model(spec.model.tiny)
+    prepare_model(spec.model, out)  # the tiny default or a random: model, built once
     load_tokenizer(spec.model)  # fail fast, in one line, when the model cannot be reached
     check_sources(TrialConfig(model=spec.model, data=spec.data, eval=spec.eval))  # ... or the data
     check_storage(storage)  # ... or the storage cannot take the results

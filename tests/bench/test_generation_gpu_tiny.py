@@ -16,7 +16,7 @@ from tests.conftest import XTREME_SAMPLE
 def test_generation_benchmark_runs_on_the_tiny_shape(tmp_path):
     from bench.generation_gpu import run
 
-    args = argparse.Namespace(data=XTREME_SAMPLE, out=tmp_path, work=tmp_path / "work", shape="tiny", per_pair=1,
+    args = argparse.Namespace(data=XTREME_SAMPLE, out=tmp_path, work=tmp_path / "work", shape="llama-test", per_pair=1,
                               repeat=False, profile=True, max_new=4)
     result = run(args)
     settings = result["settings"]

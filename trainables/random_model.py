@@ -1,0 +1,160 @@
+"""Random-weight models of published shapes (`model.name=random:llama-3.2-3b`): the real architecture
+and vocabulary size with seeded random weights and a tokenizer learnt from the task text, built
+once under $LAMTUNE_HOME without any download, to size a cluster or benchmark before fetching a model.
+
+Random weights rarely emit EOS, so evaluation generates to every task's token budget: the worst
+case for speed. The tokenizer is a byte-level BPE with the architecture's vocabulary size and
+Llama-3's pre-tokenisation, trained on the sweep's own data (or any tokenizer named in
+`model.random.tokenizer`, e.g. the real model's, which is a few MB), so sequence lengths are near
+what the real model would see.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from trainables.config import ModelConfig
+
+RANDOM_PREFIX = "random:"
+#: Bump when the build recipe (tokenizer corpus, pre-tokenisation, init) changes.
+RANDOM_VERSION = "v1"
+#: Specials in the order of their ids (bos, eos, pad), Llama-3's names.
+SPECIALS = ("<|begin_of_text|>", "<|end_of_text|>", "<|pad|>")
+
+
+def _llama3_rope(factor: float) -> dict[str, Any]:
+    return {"rope_type": "llama3", "rope_theta": 500_000.0, "factor": factor, "low_freq_factor": 1.0,
+            "high_freq_factor": 4.0, "original_max_position_embeddings": 8192}
+
+
+#: Published shapes (their Hugging Face config.json values), and a 2-layer one of the same family for tests.
+ARCHITECTURES: dict[str, dict[str, Any]] = {
+    "llama-3.2-1b": dict(vocab_size=128_256, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=64, tie_word_embeddings=True,
+                         max_position_embeddings=131_072, rms_norm_eps=1e-5, rope_parameters=_llama3_rope(32.0)),
+    "llama-3.2-3b": dict(vocab_size=128_256, hidden_size=3072, intermediate_size=8192, num_hidden_layers=28,
+                         num_attention_heads=24, num_key_value_heads=8, head_dim=128, tie_word_embeddings=True,
+                         max_position_embeddings=131_072, rms_norm_eps=1e-5, rope_parameters=_llama3_rope(32.0)),
+    "llama-3.1-8b": dict(vocab_size=128_256, hidden_size=4096, intermediate_size=14_336, num_hidden_layers=32,
+                         num_attention_heads=32, num_key_value_heads=8, head_dim=128, tie_word_embeddings=False,
+                         max_position_embeddings=131_072, rms_norm_eps=1e-5, rope_parameters=_llama3_rope(8.0)),
+    "llama-test": dict(vocab_size=4096, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                       num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True,
+                       max_position_embeddings=4096, rms_norm_eps=1e-5,
+                       rope_parameters={"rope_type": "default", "rope_theta": 500_000.0}),
+}
+
+
+def is_random(name: str) -> bool:
+    """Whether a model name asks for a random-weight model of a published shape."""
+    return name.startswith(RANDOM_PREFIX)
+
+
+def architecture(name: str) -> str:
+    """The architecture of a `random:<architecture>` name (one line naming the choices when unknown)."""
+    arch = name[len(RANDOM_PREFIX):]
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"model.name {name!r}: unknown random architecture {arch!r}; "
+                         f"allowed: {', '.join(RANDOM_PREFIX + a for a in ARCHITECTURES)}")
+    return arch
+
+
+def corpus_source(cfg: "ModelConfig") -> str:
+    """The data source whose text the BPE tokenizer learns from (the sweep fills it from data.source)."""
+    return cfg.random.corpus or "synthetic"
+
+
+def random_model_dir(cfg: "ModelConfig") -> Path:
+    """Where the random model of this config (tokenizer + weights) lives on disk."""
+    from trainables.models import lamtune_home
+
+    arch = architecture(cfg.name)
+    fields = cfg.random.model_dump() | {"corpus": corpus_source(cfg)}
+    if fields["tokenizer"] != "bpe":
+        del fields["corpus"], fields["corpus_per_pair"]  # the corpus only matters to a learnt tokenizer
+    key = json.dumps({"v": RANDOM_VERSION, "arch": ARCHITECTURES[arch], **fields}, sort_keys=True)
+    return lamtune_home() / "random" / f"{arch}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def corpus_texts(source: str, per_pair: int) -> list[str]:
+    """Rendered prompts and answers of every task, language and split the source has (≤ per_pair each)."""
+    from trainables.bpe import rendered_texts
+    from trainables.config import DataConfig
+    from trainables.data import DataUnavailable, available_langs, load_records
+    from trainables.tasks.schema import TASKS
+
+    data = DataConfig(source=source)
+    texts: list[str] = []
+    missing: list[str] = []
+    for task in TASKS:
+        for lang in sorted(set(available_langs(data, task)) | {"en"}):
+            for split in ("train", "dev", "test"):
+                try:
+                    records = load_records(data, task, lang, split)
+                except DataUnavailable as err:
+                    if source == "hub":  # unreachable: every further call would wait as long
+                        raise ValueError(f"model.random.corpus: {err}") from None
+                    missing.append(str(err))  # a split this folder lacks (the XTREME sample has no train for most)
+                    continue
+                texts += rendered_texts(task, records[:per_pair])
+    if not texts:
+        raise ValueError(f"model.random.corpus {source!r}: no text to learn a tokenizer from "
+                         f"({missing[0] if missing else 'no records'}); use 'synthetic', 'local:<dir>' with "
+                         "XTREME files, or a tokenizer folder in model.random.tokenizer")
+    return texts
+
+
+def _tokenizer(cfg: "ModelConfig", vocab_size: int) -> Any:
+    """The configured tokenizer: a BPE learnt from the corpus, or one loaded by path or hub id."""
+    from trainables.bpe import LLAMA3_SPLIT, train_bpe
+
+    if cfg.random.tokenizer == "bpe":
+        return train_bpe(corpus_texts(corpus_source(cfg), cfg.random.corpus_per_pair), vocab_size,
+                         LLAMA3_SPLIT, SPECIALS)
+    from transformers import AutoTokenizer
+
+    from trainables.models import ModelUnavailable
+
+    try:
+        tok = AutoTokenizer.from_pretrained(cfg.random.tokenizer)
+    except (OSError, ValueError, ConnectionError) as err:
+        raise ModelUnavailable(
+            f"model.random.tokenizer {cfg.random.tokenizer!r}: cannot load it ({type(err).__name__}); give a local "
+            "tokenizer folder, or 'bpe' to learn one from the data") from None
+    if len(tok) > vocab_size:
+        raise ValueError(f"model.random.tokenizer {cfg.random.tokenizer!r} has {len(tok)} tokens, more than "
+                         f"{cfg.name}'s vocabulary of {vocab_size}")
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def build_random_model(cfg: "ModelConfig", out: Path) -> int:
+    """Save the tokenizer and a seeded random-weight model (bf16) of the architecture to `out`; its parameters."""
+    import torch
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    shape = ARCHITECTURES[architecture(cfg.name)]
+    tok = _tokenizer(cfg, shape["vocab_size"])
+    tok.save_pretrained(out)
+    config = LlamaConfig(**shape, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                         pad_token_id=tok.pad_token_id)
+    # Initialised on the CPU, so every node that builds it gets the same weights.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.random.init_seed)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.generation_config.eos_token_id = tok.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.save_pretrained(out)
+    return sum(p.numel() for p in model.parameters())
+
+
+def ensure_random_model(cfg: "ModelConfig") -> Path:
+    """Build (once) and return the directory of this random model under $LAMTUNE_HOME."""
+    from trainables.models import install_once
+
+    return install_once(random_model_dir(cfg), lambda tmp: build_random_model(cfg, tmp))
