@@ -15,8 +15,12 @@ Sections (--sections, comma-separated; default all but `sweep`, which is long):
             and torch.compile. Variant names (--variants): lora_d<dropout>_<eager|compile|compilefull>
             or full_<eager|compile>; suffix _peft32 keeps PEFT's fp32 adapter compute, _cg compiles
             with CUDA graphs (mode reduce-overhead), _meta runs the study's meta-λ policy (split
-            KD gradients and a dev forward+backward every 10 steps) instead of fixed λ. Each variant and the seed's step (measured
+            KD gradients and a dev forward+backward every 10 steps) instead of fixed λ, _graphs records the
+            decoder's forward and backward as CUDA graphs (the product's train.cuda_graphs; eager
+            variants only). Each variant and the seed's step (measured
             before and after them) run in a fresh process unless --in-process.
+  graphs_check  the product's step with train.cuda_graphs against eager, same weights and batches:
+            each step's loss and the largest relative difference
   cache     lamtune's teacher-cache build (trainables.teacher.build.teacher_rows): tokens/s, share of peak
   generate  greedy decoding step time (HF generate) at several batch sizes → the 15,000-example eval
   sweep     (bench/sweep_sim.py) 8 trials the seed's way (each with its own online teacher) vs ours (cache once, then
@@ -64,6 +68,30 @@ def bench_peak(device: torch.device, tiny: bool) -> dict[str, float]:
     return {"tflops": 2 * n**3 / t / 1e12, "n": n}
 
 
+#: Variant name suffixes, in the order they may follow the base name.
+SUFFIXES = ("_peft32", "_cg", "_graphs", "_meta")
+
+
+def _base_variant(variant: str) -> str:
+    """A variant's base name (finetune, dropout, compile) without its suffixes."""
+    for suffix in reversed(SUFFIXES):
+        variant = variant.removesuffix(suffix)
+    return variant
+
+
+def graphs_check(s: Shape, device: torch.device, dtype: torch.dtype, steps: int = 6) -> dict[str, Any]:
+    """The product's step with recorded decoder passes against the same step eager, from the same
+    weights and batches (LoRA dropout 0, so both see the same computation): each step's loss."""
+    losses = {}
+    for graphs in (False, True):
+        torch.manual_seed(0)
+        st = ProductStep(s, device, dtype, "lora", 0.0, False, graphs=graphs)
+        losses["graphs" if graphs else "eager"] = [st.step()["train/loss"] for _ in range(steps)]
+        del st
+    diff = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses["graphs"], losses["eager"]))
+    return {**losses, "max_rel_diff": diff, "steps": steps}
+
+
 def bench_ours(s: Shape, device: torch.device, dtype: torch.dtype, reps: int, variants: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for variant in variants:
@@ -75,14 +103,15 @@ def bench_ours(s: Shape, device: torch.device, dtype: torch.dtype, reps: int, va
             "lora_d0_compile": ("lora", 0.0, True), "lora_d0.05_compile": ("lora", 0.05, True),
             "lora_d0_compilefull": ("lora", 0.0, "full"), "lora_d0.05_compilefull": ("lora", 0.05, "full"),
             "full_eager": ("full", 0.0, False), "full_compile": ("full", 0.0, True),
-        }[variant.removesuffix("_meta").removesuffix("_peft32").removesuffix("_cg")]
+        }[_base_variant(variant)]
         name = result_key(variant, out)
         fp32_adapters = variant.endswith("_peft32")
         mode = "reduce-overhead" if variant.endswith("_cg") else None
         reset_peak(device)
         try:
             st = ProductStep(s, device, dtype, finetune, dropout, comp, fp32_adapter_compute=fp32_adapters,
-                         compile_mode=mode, policy="meta" if variant.endswith("_meta") else "fixed")
+                             compile_mode=mode, policy="meta" if variant.endswith("_meta") else "fixed",
+                             graphs="_graphs" in variant)
             t0 = time.perf_counter()
             st.step()  # the first step pays the compilation, as a trial's first step does
             sync(device)
@@ -328,6 +357,10 @@ def main() -> None:
         first = res["seed"]["student_tok_s"]
         res["seed"]["student_tok_s_first"] = first
         res["seed"]["student_tok_s"] = (first + res["seed_end"]["student_tok_s"]) / 2
+        save()
+    if "graphs_check" in sections:
+        res["graphs_check"] = graphs_check(s, device, dtype)
+        print("graphs_check", res["graphs_check"], flush=True)
         save()
     if "cache" in sections:
         batches = [int(b) for b in args.cache_batches.split(",")]

@@ -17,7 +17,7 @@ import torch
 from bench.harness import Shape, build_model, random_ids, with_lora
 from trainables.alignment import Encoded, collate
 from trainables.config import DataConfig, TrainConfig, TrialConfig
-from trainables.loop import TrainState, start_training, train_step
+from trainables.loop import TrainState, record_decoder_passes, start_training, train_step
 from trainables.losses import TeacherTopK
 from trainables.models import adapters_in_activation_dtype, compile_decoder_layers
 from trainables.policies import make_policy
@@ -78,7 +78,7 @@ class ProductStep:
     def __init__(self, s: Shape, device: torch.device, dtype: torch.dtype, finetune: str = "lora",
                  dropout: float = 0.0, compile: bool | str = False, lam: float = 0.5,
                  base: torch.nn.Module | None = None, fp32_adapter_compute: bool = False,
-                 compile_mode: str | None = None, policy: str = "fixed") -> None:
+                 compile_mode: str | None = None, policy: str = "fixed", graphs: bool = False) -> None:
         model = base if base is not None else build_model(s, device, dtype)
         if finetune == "lora":
             model.requires_grad_(False)
@@ -109,6 +109,8 @@ class ProductStep:
             raise ValueError(f"policy must be 'fixed' or 'meta', got {policy!r}")
         if compile == "full":  # the whole answer-span forward as one graph (CUDA graphs possible)
             self.state.span = torch.compile(self.state.plain_span, mode=compile_mode)
+        if graphs:  # the product's train.cuda_graphs: recorded decoder passes (eager off a GPU)
+            record_decoder_passes(self.state)
         self.n = 0
 
     def step(self) -> dict[str, float]:

@@ -206,6 +206,10 @@ class TrainConfig(Section):
     compile: Literal["auto", "on", "off"] = Field(
         "auto", description="torch.compile the decoder layers (auto: on GPU for runs of ≥ 1,200 steps, where "
         "the faster steps repay the compilation; see COMPILE_MIN_STEPS)")
+    cuda_graphs: bool = Field(
+        True, description="on a GPU, one-worker trials whose layers are not compiled record the decoder's forward and "
+        "backward once per padded batch length and replay them (the eager step is bound by kernel launches; "
+        "trainables/train_graphs.py)")
     seed: int = Field(42, ge=0)
     checkpoint_every: int = Field(1, ge=0, le=1_000_000,
                                   description="checkpoint at every N-th evaluation and the last (0: never); "

@@ -29,7 +29,7 @@ from trainables.evaluate import eval_items, evaluate
 from trainables.losses import LossParts, answer_ce, combine_losses, token_losses, weighted_token_mean
 from trainables.metric_keys import diag_key, lambda_key, on_test, time_key, train_key
 from trainables.memory import memory_metrics
-from trainables.models import AnswerSpanLM, compile_decoder_layers, load_model, load_tokenizer
+from trainables.models import AnswerSpanLM, causal_lm, compile_decoder_layers, load_model, load_tokenizer
 from trainables.policies import (
     ALL_TOKENS,
     DevSpec,
@@ -42,6 +42,7 @@ from trainables.policies import (
 )
 from trainables.prompts import render
 from trainables.teacher.cache import CacheError, TeacherCache
+from trainables.train_graphs import DecoderGraphs, train_graphs_enabled
 from trainables.trial_log import append_report
 from trainables.tasks.schema import TASKS
 
@@ -259,7 +260,7 @@ class TrainState:
     test_items: Any
     out_dir: Path | None
     span: torch.nn.Module | None = None  # AnswerSpanLM, DDP-wrapped when world > 1
-    plain_span: torch.nn.Module | None = None  # never DDP-wrapped (meta-λ's dev gradient)
+    plain_span: AnswerSpanLM | None = None  # never DDP-wrapped (meta-λ's dev gradient)
     named: list[tuple[str, torch.nn.Parameter]] = field(default_factory=list)
     optimizer: torch.optim.Optimizer | None = None
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
@@ -317,9 +318,23 @@ def setup(
     examples = training_set(cfg, tokenizer)
     cache = TeacherCache(cfg.cache_paths[v.teacher_mode], vocab_size=model.config.vocab_size) if v.uses_teacher else None
     policy = make_policy(v.policy.name, v.policy.params, cfg.data.tasks) if cache is not None else None
-    if train_compile_enabled(cfg.train, device.type):  # short runs stay eager: see COMPILE_MIN_STEPS
+    compiled = train_compile_enabled(cfg.train, device.type)
+    if compiled:  # short runs stay eager: see COMPILE_MIN_STEPS
         compile_decoder_layers(model, retains_graph=policy is not None and policy.acts_on_grads)
-    return start_training(state, examples, cache, policy, wrap_ddp)
+    state = start_training(state, examples, cache, policy, wrap_ddp)
+    if train_graphs_enabled(cfg.train.cuda_graphs, device.type, world, compiled):
+        record_decoder_passes(state)
+    return state
+
+
+def record_decoder_passes(state: TrainState) -> DecoderGraphs:
+    """Let the training forward run the decoder through recorded CUDA graphs (trainables/train_graphs.py);
+    off a GPU the same padded, unmasked passes run eagerly (what the CPU tests check)."""
+    assert state.plain_span is not None
+    graphs = DecoderGraphs(causal_lm(state.model).get_decoder(), state.tokenizer.pad_token_id,
+                           capture=state.device.type == "cuda")
+    state.plain_span.graphs = graphs
+    return graphs
 
 
 def start_training(
@@ -402,6 +417,8 @@ def train_step(state: TrainState, step: int) -> dict[str, float]:
     rows = torch.cat([batch.rows, batch.rows]) if legacy else batch.rows
     # A combining policy builds the gradient itself and sums it over ranks: no DDP sync.
     no_sync = world > 1 and request is not None and request.combine
+    # A recorded backward runs once per forward: split-gradient steps take the eager decoder.
+    state.plain_span.use_graphs = request is None
     with state.span.no_sync() if no_sync else contextlib.nullcontext():
         logits = state.span(batch.input_ids, batch.attention_mask, batch.position_ids, rows, cols)
     n = batch.n_tokens
@@ -493,6 +510,10 @@ def evaluation_report(state: TrainState, step: int, eval_index: int, extra: dict
     cfg, rank = state.cfg, state.rank
     metrics: dict[str, Any] = {"step": step, "eval_index": eval_index, **extra}
     t0 = time.perf_counter()
+    graphs = state.plain_span.graphs if state.plain_span is not None else None
+    if graphs is not None:  # the training graphs' memory goes to evaluation; recorded again after
+        metrics.update({train_key("graph_shapes"): graphs.shapes, time_key("graph_record_s"): graphs.record_s})
+        graphs.release()
     # Decoding runs eager: compiled layers would recompile for every new sequence length.
     with torch.compiler.set_stance("force_eager"):
         args = (state.model, state.tokenizer)

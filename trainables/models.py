@@ -323,6 +323,10 @@ class AnswerSpanLM(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
+        #: Recorded decoder passes (trainables.train_graphs.DecoderGraphs) for right-padded training
+        #: batches, and whether the next forward may use them (a split-gradient step may not).
+        self.graphs: Any = None
+        self.use_graphs = True
 
     def forward(
         self,
@@ -334,9 +338,12 @@ class AnswerSpanLM(nn.Module):
     ) -> torch.Tensor:
         """Vocabulary logits [N, V] at the (row, col) positions."""
         lm = causal_lm(self.model)
-        hidden = lm.get_decoder()(
-            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-        ).last_hidden_state
+        if self.graphs is not None and self.use_graphs and lm.training and torch.is_grad_enabled():
+            hidden = self.graphs(input_ids)  # right-padded training batches only (see train_graphs.py)
+        else:
+            hidden = lm.get_decoder()(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+            ).last_hidden_state
         logits = lm.get_output_embeddings()(hidden[rows, cols])
         cap = getattr(lm.config, "final_logit_softcapping", None)
         if cap:

@@ -38,13 +38,25 @@ def test_product_step_is_the_loops_train_step():
 def test_tiny_benchmark_runs_end_to_end(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(ROOT / "bench" / "gpu_speed.py"), "--tiny", "--in-process", "--reps", "1",
-           "--sections", "seed,ours", "--variants", "lora_d0_eager", "--out", str(out)]
+           "--sections", "seed,ours,graphs_check", "--variants", "lora_d0_eager,lora_d0_eager_graphs", "--out", str(out)]
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
     assert done.returncode == 0, done.stderr[-2000:]
     res = json.loads(out.read_text())
     assert res["seed"]["step_s"] > 0 and res["ours"]["lora_d0_eager"]["step_s"] > 0, res
+    assert res["ours"]["lora_d0_eager_graphs"]["step_s"] > 0, res
     assert "ours lora_d0_eager" in done.stdout
+    # Off a GPU the graph path runs its padded, unmasked passes eagerly: the same losses.
+    check = res["graphs_check"]
+    assert len(check["eager"]) == len(check["graphs"]) == check["steps"] and check["max_rel_diff"] < 1e-4
+
+
+def test_variant_names_parse_with_their_suffixes():
+    from bench.gpu_speed import _base_variant
+
+    assert _base_variant("lora_d0.05_eager_graphs_meta") == "lora_d0.05_eager"
+    assert _base_variant("lora_d0.05_compile_peft32") == "lora_d0.05_compile"
+    assert _base_variant("lora_d0_compilefull_cg") == "lora_d0_compilefull"
 
 
 def test_the_meta_variant_steps_with_the_meta_policy_and_its_probe():

@@ -1,0 +1,177 @@
+"""The training step's recorded decoder passes (trainables/train_graphs.py), checked on the CPU where
+the same padding and unmasked causal forward run eagerly: the hidden states, logits and gradients
+equal the masked forward's, a trial trains the same through them, and the steps and forwards that
+must not replay a graph (split gradients, evaluation, meta-λ's dev gradient) take the eager decoder.
+The capture itself needs a GPU: bench/gpu_speed.py checks it against eager steps there."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from tests.trainables.test_loop_policies import CPU, base_config, cache, run  # noqa: F401 (fixture)
+from trainables.alignment import collate, encode
+from trainables.config import ModelConfig, TrainConfig, TrialConfig
+from trainables.loop import record_decoder_passes, setup, train_step
+from trainables.metric_keys import time_key, train_key
+from trainables.models import AnswerSpanLM, load_model, load_tokenizer
+from trainables.train_graphs import BUCKET, DecoderGraphs, train_graphs_enabled
+
+
+@pytest.mark.parametrize("length,padded", [(1, BUCKET), (BUCKET, BUCKET), (BUCKET + 1, 2 * BUCKET), (300, 320)])
+def test_batches_are_padded_to_the_next_bucket(length, padded):
+    assert DecoderGraphs(torch.nn.Identity(), 0, capture=False).padded_length(length) == padded
+
+
+@pytest.mark.parametrize("asked,device,world,compiled,on", [
+    (True, "cuda", 1, False, True), (False, "cuda", 1, False, False), (True, "cpu", 1, False, False),
+    (True, "cuda", 2, False, False), (True, "cuda", 1, True, False),
+])
+def test_graphs_are_recorded_only_on_one_gpu_worker_with_eager_layers(asked, device, world, compiled, on):
+    assert train_graphs_enabled(asked, device, world, compiled) is on
+
+
+def test_the_setting_defaults_on_and_is_a_boolean():
+    assert TrainConfig().cuda_graphs is True
+    with pytest.raises(ValueError, match="cuda_graphs"):
+        TrialConfig.model_validate({"train": {"cuda_graphs": "sometimes"}})
+
+
+def _lora_student(tiny_dir):
+    cfg = ModelConfig(name="tiny", dtype="float32", lora_dropout=0.0)
+    torch.manual_seed(0)
+    model = load_model(cfg, CPU, trainable=True).train()
+    with torch.no_grad():  # LoRA's B starts at zero: make the adapters matter to the gradients
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.02)
+    return model, load_tokenizer(cfg)
+
+
+def _batch(tok):
+    texts = [("Premise: a cat sat. Hypothesis: an animal sat. Answer:", " entailment"),
+             ("Tag the words: the quick brown fox jumps over the lazy dog near the river bank today", " DET ADJ ADJ NOUN"),
+             ("Q: where?", " here")]
+    return collate([encode(tok, p, a, True) for p, a in texts], tok.pad_token_id, "right")
+
+
+def _logits_and_grads(span: AnswerSpanLM, b) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    span.zero_grad(set_to_none=True)
+    logits = span(b.input_ids, b.attention_mask, b.position_ids, b.rows, b.cols)
+    torch.nn.functional.cross_entropy(logits, b.targets).backward()
+    return logits.detach(), [p.grad.clone() for p in span.parameters() if p.requires_grad]
+
+
+def test_the_padded_unmasked_forward_equals_the_masked_one(tiny_dir):
+    model, tok = _lora_student(tiny_dir)
+    b = _batch(tok)
+    lengths = b.attention_mask.sum(-1)
+    assert len(set(lengths.tolist())) == 3 and b.input_ids.shape[1] % BUCKET != 0  # ragged, padded further
+    span = AnswerSpanLM(model)
+    masked_logits, masked_grads = _logits_and_grads(span, b)
+    graphs = DecoderGraphs(model.get_base_model().get_decoder(), tok.pad_token_id, capture=False)
+    span.graphs = graphs
+    logits, grads = _logits_and_grads(span, b)
+    assert graphs.shapes == 1 and graphs.recorded == 1
+    torch.testing.assert_close(logits, masked_logits, rtol=1e-5, atol=1e-5)
+    assert len(grads) == len(masked_grads) > 0
+    for g, ref in zip(grads, masked_grads):
+        torch.testing.assert_close(g, ref, rtol=1e-4, atol=1e-6)
+    # The hidden states themselves, at every real position.
+    hidden = graphs(b.input_ids)
+    ref = model.get_base_model().get_decoder()(input_ids=b.input_ids, attention_mask=b.attention_mask,
+                                               position_ids=b.position_ids).last_hidden_state
+    real = b.attention_mask.bool()
+    torch.testing.assert_close(hidden[real], ref[real], rtol=1e-5, atol=1e-5)
+
+
+class Counting(DecoderGraphs):
+    """DecoderGraphs that counts the forwards it served."""
+
+    calls = 0
+
+    def __call__(self, input_ids):
+        type(self).calls += 1
+        return super().__call__(input_ids)
+
+
+def test_eval_mode_no_grad_and_split_steps_take_the_eager_decoder(tiny_dir):
+    model, tok = _lora_student(tiny_dir)
+    b = _batch(tok)
+    span = AnswerSpanLM(model)
+    Counting.calls = 0
+    span.graphs = Counting(model.get_base_model().get_decoder(), tok.pad_token_id, capture=False)
+    args = (b.input_ids, b.attention_mask, b.position_ids, b.rows, b.cols)
+    span(*args)
+    assert Counting.calls == 1
+    with torch.no_grad():
+        span(*args)
+    model.eval()
+    span(*args)
+    model.train()
+    span.use_graphs = False
+    span(*args)
+    assert Counting.calls == 1
+
+
+def test_a_trial_trains_the_same_through_the_graph_path(cache, monkeypatch):
+    import trainables.loop as loop
+
+    cfg = base_config(cache, steps=4, eval_every=2)
+    cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"lora_dropout": 0.0})})
+    policy = {"name": "fixed", "params": {"lam": 0.5}}
+    eager_reports, eager_weights = run(cfg, policy=policy)
+    monkeypatch.setattr(loop, "train_graphs_enabled", lambda *a: True)  # the CPU runs the same passes eagerly
+    reports, weights = run(cfg, policy=policy)
+    for mine, ref in zip(reports, eager_reports):
+        for key in (train_key("ce"), train_key("kd"), train_key("loss")):
+            assert mine[key] == pytest.approx(ref[key], rel=1e-4), key
+        # Released before each evaluation, recorded again by the next batches.
+        assert mine[train_key("graph_shapes")] >= 1 and mine[time_key("graph_record_s")] > 0
+    assert train_key("graph_shapes") not in eager_reports[0]
+    assert eager_weights.keys() == weights.keys()
+    # Adam divides by √v: a weight whose gradient is ~0 can move by a different fraction of one
+    # step (lr 3e-3) from float rounding alone; every weight agrees to a tenth of a step.
+    for k in weights:
+        torch.testing.assert_close(weights[k], eager_weights[k], rtol=1e-4, atol=3e-4)
+
+
+def test_split_gradient_steps_run_eager_and_the_others_replay(cache, monkeypatch):
+    import trainables.loop as loop
+
+    monkeypatch.setattr(loop, "train_graphs_enabled", lambda *a: True)
+    cfg = base_config(cache, steps=4, eval_every=4)
+    meta = {"name": "meta", "params": {"lam_max": 0.1, "every": 2, "val_batch": 2, "val_per_pair": 1}}
+    from trainables.config import PolicyConfig, VariantConfig
+
+    cfg = cfg.model_copy(update={"variant": VariantConfig(condition="distill", policy=PolicyConfig(**meta))})
+    state = setup(cfg, "t", 0, 1, CPU)
+    graphs = state.plain_span.graphs
+    assert isinstance(graphs, DecoderGraphs) and not graphs.capture
+    Counting.calls = 0
+    state.plain_span.graphs = counting = Counting(graphs.decoder, graphs.pad_id, capture=False)
+    used = []
+    for step in range(1, 5):
+        before = Counting.calls
+        train_step(state, step)
+        used.append(Counting.calls - before)
+    # Steps 2 and 4 split KD gradients (and meta-λ's dev gradient runs in eval mode): eager.
+    assert used == [1, 0, 1, 0] and counting.shapes >= 1
+    counting.release()
+    assert counting.shapes == 0
+
+
+def test_setup_records_no_graphs_on_the_cpu(cache):
+    from trainables.config import VariantConfig
+
+    state = setup(base_config(cache).model_copy(update={"variant": VariantConfig(condition="sft")}), "t", 0, 1, CPU)
+    assert state.plain_span.graphs is None
+
+
+def test_record_decoder_passes_attaches_to_the_span(cache):
+    from trainables.config import PolicyConfig, VariantConfig
+
+    cfg = base_config(cache).model_copy(update={"variant": VariantConfig(condition="sft", policy=PolicyConfig())})
+    state = setup(cfg, "t", 0, 1, CPU)
+    graphs = record_decoder_passes(state)
+    assert state.plain_span.graphs is graphs and graphs.pad_id == state.tokenizer.pad_token_id

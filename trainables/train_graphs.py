@@ -1,0 +1,115 @@
+"""CUDA graphs for the training step: the decoder's forward and backward over a right-padded batch,
+recorded once per padded length and replayed (`train.cuda_graphs`).
+
+Why: at the study's sizes (batch 8 of ~124-token prompts, 3B model) the eager LoRA step is bound
+by kernel launches, not by the GPU: 28 layers × 7 adapted projections, each a few small kernels,
+forward and backward (217 ms a step for ~17 ms of matrix work, bench/results/NOTES.md). A replayed
+graph launches all of them at once.
+
+How, and why it is exact:
+- A graph replays fixed shapes, so a batch of length T is padded on the right to the next multiple
+  of `bucket` tokens (at most `max_len / bucket` graphs per trial, recorded when first needed).
+- The decoder runs without an attention mask, causal only. Training batches are right-padded, so
+  a real token attends only to the real tokens before it, and a pad position (which no loss reads)
+  sends no gradient back. The hidden states at real positions are those of the masked forward.
+- The graphs record only the decoder (embeddings, layers, final norm): the vocabulary head at the
+  answer positions, the losses, the λ policy and the optimizer stay eager, since their shapes
+  follow the batch's answer tokens and a policy may keep state on the host.
+- Steps that back-propagate through one forward more than once (the split-gradient policies,
+  grad_conflict and meta-λ, on the steps they ask for it) and every forward outside training mode
+  (evaluation, meta-λ's dev gradient) run the eager decoder: a recorded backward frees its saved
+  activations as it goes, so it can be replayed once per forward only.
+- All graphs of a trial share one memory pool: a step replays its forward and its backward before
+  any other graph runs, so the pool holds the largest bucket's activations, not their sum. The
+  graphs are released before each evaluation (`release`), so a trial's memory is still the larger
+  of its step's and its evaluation's (trainables/memory_plan.py), and recorded again as the next
+  batches need them (a few eager passes per bucket).
+
+Off the GPU the same padding and unmasked forward run eagerly (`capture=False`), which is what the
+CPU tests check against the masked forward.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+from torch import nn
+
+#: Padded lengths are multiples of this many tokens (≤ max_student_len / 64 graphs per trial).
+BUCKET = 64
+#: Eager forward+backward passes before a capture (cuBLAS workspaces, lazy initialisation).
+WARMUP_PASSES = 2
+
+
+def train_graphs_enabled(cuda_graphs: bool, device_type: str, world: int, compiled: bool) -> bool:
+    """Whether a trial records its decoder passes: asked for, on a GPU, one worker, layers not compiled."""
+    return cuda_graphs and device_type == "cuda" and world == 1 and not compiled
+
+
+class _DecoderBody(nn.Module):
+    """The decoder as a function of (input_ids, position_ids) alone: causal attention, no mask."""
+
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
+        """Final hidden states [B, T, H]."""
+        return self.decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=None,
+                            use_cache=False).last_hidden_state
+
+
+class DecoderGraphs:
+    """The decoder's training forward and backward on right-padded batches, one recorded graph
+    per (batch rows, padded length); `__call__` returns the hidden states at the batch's length."""
+
+    def __init__(self, decoder: nn.Module, pad_id: int, bucket: int = BUCKET, capture: bool = True) -> None:
+        self.decoder, self.pad_id, self.bucket, self.capture = decoder, pad_id, bucket, capture
+        self.pool = torch.cuda.graph_pool_handle() if capture else None
+        self.graphs: dict[tuple[int, int], tuple[Any, torch.Tensor, torch.Tensor]] = {}
+        self.record_s = 0.0  # seconds spent warming up and recording, all buckets
+        self.recorded = 0  # buckets recorded, releases included
+
+    def padded_length(self, length: int) -> int:
+        """The bucket a batch of this length is padded to."""
+        return -(-length // self.bucket) * self.bucket
+
+    def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Hidden states [B, T, H] of a right-padded batch [B, T], through its bucket's graph."""
+        rows, length = input_ids.shape
+        fn, ids, positions = self.graphs.get((rows, self.padded_length(length))) or self._record(rows, length, input_ids)
+        ids[:, :length].copy_(input_ids)
+        ids[:, length:].fill_(self.pad_id)
+        return fn(ids, positions)[:, :length]
+
+    def _record(self, rows: int, length: int, like: torch.Tensor) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """Record (or, without capture, set up) the graphs of one bucket."""
+        t0 = time.perf_counter()
+        width = self.padded_length(length)
+        ids = torch.full((rows, width), self.pad_id, dtype=like.dtype, device=like.device)
+        positions = torch.arange(width, device=like.device).expand(rows, width).contiguous()
+        body = _DecoderBody(self.decoder)
+        if self.capture:
+            body = torch.cuda.make_graphed_callables(body, (ids, positions), num_warmup_iters=WARMUP_PASSES,
+                                                     pool=self.pool)
+        self.graphs[(rows, width)] = entry = (body, ids, positions)
+        self.record_s += time.perf_counter() - t0
+        self.recorded += 1
+        return entry
+
+    def release(self) -> None:
+        """Drop every recorded graph and give their memory pool back to the device."""
+        if not self.graphs:
+            return
+        self.graphs.clear()
+        if self.capture:
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
+            self.pool = torch.cuda.graph_pool_handle()
+
+    @property
+    def shapes(self) -> int:
+        """How many (rows, padded length) graphs are recorded now."""
+        return len(self.graphs)
