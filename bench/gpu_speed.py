@@ -52,6 +52,7 @@ from bench.product_step import ProductStep  # noqa: E402
 from bench.seed_step import bench_seed  # noqa: E402
 from bench.sweep_sim import bench_sweep  # noqa: E402
 from trainables.alignment import Encoded  # noqa: E402
+from trainables.metric_keys import train_key  # noqa: E402
 from trainables.models import AnswerSpanLM, compile_decoder_layers  # noqa: E402
 from trainables.teacher.build import teacher_rows  # noqa: E402
 
@@ -86,7 +87,7 @@ def graphs_check(s: Shape, device: torch.device, dtype: torch.dtype, steps: int 
     for graphs in (False, True):
         torch.manual_seed(0)
         st = ProductStep(s, device, dtype, "lora", 0.0, False, graphs=graphs)
-        losses["graphs" if graphs else "eager"] = [st.step()["train/loss"] for _ in range(steps)]
+        losses["graphs" if graphs else "eager"] = [st.step()[train_key("loss")] for _ in range(steps)]
         del st
     diff = max(abs(a - b) / max(abs(b), 1e-12) for a, b in zip(losses["graphs"], losses["eager"]))
     return {**losses, "max_rel_diff": diff, "steps": steps}
