@@ -9,7 +9,8 @@ graph launches all of them at once.
 How, and why it is exact:
 - A graph replays fixed shapes, so a batch of length T is padded on the right to the next multiple
   of `bucket` tokens (at most `max_len / bucket` graphs per trial, recorded when first needed).
-- The decoder runs without an attention mask, causal only. Training batches are right-padded, so
+- The decoder runs without an attention mask, causal only (SDPA's causal kernel, no mask built on
+  the host). Training batches are right-padded, so
   a real token attends only to the real tokens before it, and a pad position (which no loss reads)
   sends no gradient back. The hidden states at real positions are those of the masked forward.
 - The graphs record only the decoder (embeddings, layers, final norm): the vocabulary head at the
@@ -48,17 +49,39 @@ def train_graphs_enabled(cuda_graphs: bool, device_type: str, world: int, compil
     return cuda_graphs and device_type == "cuda" and world == 1 and not compiled
 
 
+#: Attention implementations that apply the causal mask themselves when given none (`is_causal`).
+CAUSAL_WITHOUT_MASK = ("sdpa", "flash_attention_2", "flash_attention_3")
+
+
+def runs_layers_directly(decoder: nn.Module) -> bool:
+    """Whether the decoder is Llama-like (embeddings, rotary table, layers, norm) with an attention
+    that is causal without a mask: its layers can then be called without building any mask."""
+    parts = all(hasattr(decoder, a) for a in ("embed_tokens", "rotary_emb", "layers", "norm"))
+    return parts and getattr(decoder.config, "_attn_implementation", None) in CAUSAL_WITHOUT_MASK
+
+
 class _DecoderBody(nn.Module):
-    """The decoder as a function of (input_ids, position_ids) alone: causal attention, no mask."""
+    """The decoder as a function of (input_ids, position_ids) alone: causal attention, no mask.
+
+    Llama-like decoders run their layers directly: transformers' mask preparation reads tensor
+    values on the host (a padding or packed-sequence check), which a CUDA graph capture refuses;
+    without a mask the attention is SDPA's causal kernel. Other decoders are called whole."""
 
     def __init__(self, decoder: nn.Module) -> None:
         super().__init__()
         self.decoder = decoder
+        self.direct = runs_layers_directly(decoder)
 
     def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor) -> torch.Tensor:
         """Final hidden states [B, T, H]."""
-        return self.decoder(input_ids=input_ids, position_ids=position_ids, attention_mask=None,
-                            use_cache=False).last_hidden_state
+        d = self.decoder
+        if not self.direct:
+            return d(input_ids=input_ids, attention_mask=None, use_cache=False).last_hidden_state
+        hidden = d.embed_tokens(input_ids)
+        rotary = d.rotary_emb(hidden, position_ids=position_ids)
+        for layer in d.layers[: d.config.num_hidden_layers]:
+            hidden = layer(hidden, attention_mask=None, position_embeddings=rotary, position_ids=position_ids)
+        return d.norm(hidden)
 
 
 class DecoderGraphs:
@@ -71,6 +94,7 @@ class DecoderGraphs:
         self.graphs: dict[tuple[int, int], tuple[Any, torch.Tensor, torch.Tensor]] = {}
         self.record_s = 0.0  # seconds spent warming up and recording, all buckets
         self.recorded = 0  # buckets recorded, releases included
+        self.off_reason: str | None = None  # why recording failed and the passes run eagerly
 
     def padded_length(self, length: int) -> int:
         """The bucket a batch of this length is padded to."""
@@ -92,8 +116,16 @@ class DecoderGraphs:
         positions = torch.arange(width, device=like.device).expand(rows, width).contiguous()
         body = _DecoderBody(self.decoder)
         if self.capture:
-            body = torch.cuda.make_graphed_callables(body, (ids, positions), num_warmup_iters=WARMUP_PASSES,
-                                                     pool=self.pool)
+            try:
+                body = torch.cuda.make_graphed_callables(body, (ids, positions), num_warmup_iters=WARMUP_PASSES,
+                                                         pool=self.pool)
+            except Exception as err:  # noqa: BLE001 - any capture failure: this trial steps eagerly
+                self.off_reason = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+                print(f"training: CUDA graphs off for this trial ({self.off_reason}); steps run eagerly", flush=True)
+                self.capture = False
+                self.graphs.clear()
+                torch.cuda.synchronize()
+                body = _DecoderBody(self.decoder)
         self.graphs[(rows, width)] = entry = (body, ids, positions)
         self.record_s += time.perf_counter() - t0
         self.recorded += 1

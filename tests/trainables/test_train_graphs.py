@@ -62,8 +62,14 @@ def _logits_and_grads(span: AnswerSpanLM, b) -> tuple[torch.Tensor, list[torch.T
     return logits.detach(), [p.grad.clone() for p in span.parameters() if p.requires_grad]
 
 
-def test_the_padded_unmasked_forward_equals_the_masked_one(tiny_dir):
+@pytest.mark.parametrize("attention,direct", [("sdpa", True), ("eager", False)])
+def test_the_padded_unmasked_forward_equals_the_masked_one(tiny_dir, attention, direct):
+    from trainables.train_graphs import runs_layers_directly
+
     model, tok = _lora_student(tiny_dir)
+    model.get_base_model().set_attn_implementation(attention)
+    # SDPA decoders run their layers directly (no mask built); others are called whole, causal.
+    assert runs_layers_directly(model.get_base_model().get_decoder()) is direct
     b = _batch(tok)
     lengths = b.attention_mask.sum(-1)
     assert len(set(lengths.tolist())) == 3 and b.input_ids.shape[1] % BUCKET != 0  # ragged, padded further
