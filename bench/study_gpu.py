@@ -159,6 +159,10 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "gen_tok_per_s": round(gen_tokens / gen_s) if gen_s else None,
         "gen_examples_per_s": round(gen_examples / gen_s, 1) if gen_s else None,
         "peak_gpu_gb": round(max((r.get(mem_key("peak_gpu_gb"), 0.0) for r in rows), default=0.0), 1) or None,
+        # Recorded decoder passes (train.cuda_graphs): seconds spent recording them so far (the
+        # trial reports a running total), and the most padded lengths one interval used.
+        "graph_record_s": round(max((r.get(time_key("graph_record_s"), 0.0) for r in rows), default=0.0), 1),
+        "graph_shapes": int(max((r.get(train_key("graph_shapes"), 0) for r in rows), default=0)),
         "test_avg": rows[-1].get(eval_key(ALL, AVG, split="test")),
     }
 
@@ -373,11 +377,12 @@ def render(r: dict[str, Any]) -> str:
             lines.append("  forward by task: " + ", ".join(
                 f"{t} {f['s']}s {f['pct_of_bf16_peak']}%" for t, f in c["forward_by_task"].items()))
     lines += ["", f"{'trial':<22} {'status':<18} {'start s':>7} {'setup s':>7} {'1st step s':>10} {'train tok/s':>11} "
-              f"{'step s':>7} {'eval s':>7} {'gen tok/s':>9} {'ex/s':>6} {'peak GB':>7} {'wall s':>7}"]
+              f"{'step s':>7} {'graphs s':>8} {'eval s':>7} {'gen tok/s':>9} {'ex/s':>6} {'peak GB':>7} {'wall s':>7}"]
     for label, t in r["trials"].items():
         lines.append(f"{label:<22} {t.get('status', ''):<18} {t.get('startup_s', 0):>7} "
                      f"{t.get('setup_s') or '-':>7} {t.get('first_step_s') or '-':>10} "
-                     f"{t.get('train_tok_per_s') or '-':>11} {t.get('step_s') or '-':>7} {t.get('eval_s', 0):>7} "
+                     f"{t.get('train_tok_per_s') or '-':>11} {t.get('step_s') or '-':>7} "
+                     f"{t.get('graph_record_s') or '-':>8} {t.get('eval_s', 0):>7} "
                      f"{t.get('gen_tok_per_s') or '-':>9} {t.get('gen_examples_per_s') or '-':>6} "
                      f"{t.get('peak_gpu_gb') or '-':>7} {round(t.get('wall_s', 0)):>7}")
     pj = r["projection_full_study"]
