@@ -89,7 +89,7 @@ class ModelConfig(Section):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        from trainables.random_model import architecture, is_random
+        from trainables.random_shapes import architecture, is_random
 
         if is_random(v):
             architecture(v)  # one line naming the architectures when unknown
@@ -391,7 +391,7 @@ class TrialConfig(Section):
 
 def fill_random_corpus(model: ModelConfig, data: DataConfig) -> None:
     """A random model's tokenizer learns from the sweep's data unless model.random.corpus names other text."""
-    from trainables.random_model import is_random
+    from trainables.random_shapes import is_random
 
     if is_random(model.name) and model.random.corpus is None:
         model.random.corpus = data.source

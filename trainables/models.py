@@ -7,16 +7,16 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import shutil
-import tempfile
 from pathlib import Path
-from typing import Any, Callable, TextIO
+from typing import Any, TextIO
 
 import torch
 from torch import nn
 
 from trainables.config import ModelConfig, TinyModelConfig
+
+from trainables.model_store import ModelUnavailable, install_once, lamtune_home  # noqa: F401 (part of this API)
 
 TINY = "tiny"
 #: Bump when the tiny default's tokenizer corpus or architecture recipe changes.
@@ -24,15 +24,6 @@ TINY_VERSION = "v3"
 #: The shipped pre-trained default (package data): tokenizer, config and weights.
 SHIPPED_TINY = Path(__file__).resolve().parent / "tiny_model"
 _SHIPPED_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json")
-
-
-class ModelUnavailable(RuntimeError):
-    """A model or tokenizer could not be loaded (one line, names the alternatives)."""
-
-
-def lamtune_home() -> Path:
-    """Directory for lamtune's on-disk artifacts (the tiny default): $LAMTUNE_HOME or ~/.cache/lamtune."""
-    return Path(os.environ.get("LAMTUNE_HOME", Path.home() / ".cache" / "lamtune"))
 
 
 # --------------------------------------------------------------------------- the tiny default
@@ -88,24 +79,6 @@ def ensure_tiny_model(cfg: TinyModelConfig) -> Path:
             _build_tiny_llama(cfg, tokenizer).save_pretrained(tmp)
 
     return install_once(tiny_model_dir(cfg), build)
-
-
-def install_once(target: Path, build: Callable[[Path], Any]) -> Path:
-    """`target`, built by `build(tmp)` in a temporary sibling folder and renamed into place unless there."""
-    if (target / "config.json").exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".building-", dir=target.parent))
-    try:
-        build(tmp)
-        try:
-            os.rename(tmp, target)  # atomic: a concurrent builder's result wins, ours is dropped
-        except OSError:
-            if not (target / "config.json").exists():
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
 
 
 def _tiny_tokenizer(vocab_size: int) -> Any:
@@ -172,7 +145,8 @@ def _build_tiny_llama(cfg: TinyModelConfig, tokenizer: Any) -> nn.Module:
 
 def model_path(cfg: ModelConfig) -> str:
     """The name or path `from_pretrained` should load for this config (builds the tiny default or a random model)."""
-    from trainables.random_model import ensure_random_model, is_random
+    from trainables.random_model import ensure_random_model
+    from trainables.random_shapes import is_random
 
     if cfg.name == TINY:
         return str(ensure_tiny_model(cfg.tiny))
@@ -183,7 +157,8 @@ def model_path(cfg: ModelConfig) -> str:
 
 def prepare_model(cfg: ModelConfig, out: TextIO | None = None) -> str:
     """Build (once) the files a 'tiny' or 'random:' name stands for, saying so on `out` when that is slow."""
-    from trainables.random_model import corpus_source, is_random, random_model_dir
+    from trainables.random_model import corpus_source, random_model_dir
+    from trainables.random_shapes import is_random
 
     if out is not None and is_random(cfg.name) and not (random_model_dir(cfg) / "config.json").exists():
         learnt = f"a tokenizer learnt from {corpus_source(cfg)}" if cfg.random.tokenizer == "bpe" else cfg.random.tokenizer
@@ -194,7 +169,8 @@ def prepare_model(cfg: ModelConfig, out: TextIO | None = None) -> str:
 
 def model_identity(cfg: ModelConfig) -> str:
     """A stable identity of the base model's weights (name + revision, the tiny shape hash, or the random build)."""
-    from trainables.random_model import is_random, random_model_dir
+    from trainables.random_model import random_model_dir
+    from trainables.random_shapes import is_random
 
     if cfg.name == TINY:
         return f"tiny:{tiny_model_dir(cfg.tiny).name}"
