@@ -90,7 +90,7 @@ class DecoderGraphs:
 
     def __init__(self, decoder: nn.Module, pad_id: int, bucket: int = BUCKET, capture: bool = True) -> None:
         self.decoder, self.pad_id, self.bucket, self.capture = decoder, pad_id, bucket, capture
-        self.pool = torch.cuda.graph_pool_handle() if capture else None
+        self.pool: Any = None  # the graphs' shared memory pool, made at the first recording
         self.graphs: dict[tuple[int, int], tuple[Any, torch.Tensor, torch.Tensor]] = {}
         self.record_s = 0.0  # seconds spent warming up and recording, all buckets
         self.recorded = 0  # buckets recorded, releases included
@@ -117,6 +117,8 @@ class DecoderGraphs:
         body = _DecoderBody(self.decoder)
         if self.capture:
             try:
+                if self.pool is None:
+                    self.pool = torch.cuda.graph_pool_handle()
                 body = torch.cuda.make_graphed_callables(body, (ids, positions), num_warmup_iters=WARMUP_PASSES,
                                                          pool=self.pool)
             except Exception as err:  # noqa: BLE001 - any capture failure: this trial steps eagerly
@@ -124,7 +126,8 @@ class DecoderGraphs:
                 print(f"training: CUDA graphs off for this trial ({self.off_reason}); steps run eagerly", flush=True)
                 self.capture = False
                 self.graphs.clear()
-                torch.cuda.synchronize()
+                if torch.cuda.is_available():
+                    torch.cuda.synchronize()
                 body = _DecoderBody(self.decoder)
         self.graphs[(rows, width)] = entry = (body, ids, positions)
         self.record_s += time.perf_counter() - t0
@@ -139,7 +142,7 @@ class DecoderGraphs:
         if self.capture:
             torch.cuda.synchronize()
             torch.cuda.empty_cache()
-            self.pool = torch.cuda.graph_pool_handle()
+            self.pool = None
 
     @property
     def shapes(self) -> int:

@@ -181,3 +181,23 @@ def test_record_decoder_passes_attaches_to_the_span(cache):
     state = setup(cfg, "t", 0, 1, CPU)
     graphs = record_decoder_passes(state)
     assert state.plain_span.graphs is graphs and graphs.pad_id == state.tokenizer.pad_token_id
+
+
+def test_a_failed_capture_turns_graphs_off_for_the_trial_and_it_steps_eagerly(tiny_dir, monkeypatch, capsys):
+    model, tok = _lora_student(tiny_dir)
+    b = _batch(tok)
+    span = AnswerSpanLM(model)
+    masked_logits, _ = _logits_and_grads(span, b)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: "pool")
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", refuse)
+    span.graphs = graphs = DecoderGraphs(model.get_base_model().get_decoder(), tok.pad_token_id, capture=True)
+    logits, _ = _logits_and_grads(span, b)  # the step still runs, eagerly
+    torch.testing.assert_close(logits, masked_logits, rtol=1e-5, atol=1e-5)
+    assert not graphs.capture and graphs.off_reason == "RuntimeError: operation not permitted when stream is capturing"
+    assert "CUDA graphs off for this trial" in capsys.readouterr().out
+    _logits_and_grads(span, b)  # later batches do not try again
+    assert graphs.shapes == 1
