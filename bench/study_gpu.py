@@ -144,6 +144,9 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
         # (trial actor, worker process, imports). The first step compiles the layers.
         "setup_s": round(first[time_key("setup_s")], 1) if time_key("setup_s") in first else None,
         "first_step_s": round(first[time_key("first_step_s")], 1) if time_key("first_step_s") in first else None,
+        # Of the start-up, the wait for a teacher cache the sweep was still building (the trial
+        # started beside the build and loaded its model meanwhile).
+        "cache_wait_s": round(first.get(time_key("cache_wait_s"), 0.0), 1),
         "train_s": round(train_s, 1),
         "train_tokens": int(train_tokens),
         "train_tok_per_s": round(train_tokens / train_s) if train_s else None,
@@ -376,11 +379,11 @@ def render(r: dict[str, Any]) -> str:
         if "forward_by_task" in c:
             lines.append("  forward by task: " + ", ".join(
                 f"{t} {f['s']}s {f['pct_of_bf16_peak']}%" for t, f in c["forward_by_task"].items()))
-    lines += ["", f"{'trial':<22} {'status':<18} {'start s':>7} {'setup s':>7} {'1st step s':>10} {'train tok/s':>11} "
+    lines += ["", f"{'trial':<22} {'status':<18} {'start s':>7} {'setup s':>7} {'wait s':>6} {'1st step s':>10} {'train tok/s':>11} "
               f"{'step s':>7} {'graphs s':>8} {'eval s':>7} {'gen tok/s':>9} {'ex/s':>6} {'peak GB':>7} {'wall s':>7}"]
     for label, t in r["trials"].items():
         lines.append(f"{label:<22} {t.get('status', ''):<18} {t.get('startup_s', 0):>7} "
-                     f"{t.get('setup_s') or '-':>7} {t.get('first_step_s') or '-':>10} "
+                     f"{t.get('setup_s') or '-':>7} {t.get('cache_wait_s') or '-':>6} {t.get('first_step_s') or '-':>10} "
                      f"{t.get('train_tok_per_s') or '-':>11} {t.get('step_s') or '-':>7} "
                      f"{t.get('graph_record_s') or '-':>8} {t.get('eval_s', 0):>7} "
                      f"{t.get('gen_tok_per_s') or '-':>9} {t.get('gen_examples_per_s') or '-':>6} "

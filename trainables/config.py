@@ -187,6 +187,8 @@ class TeacherConfig(Section):
         "auto", description="torch.compile the decoder layers (auto: on GPU for builds of ≥ 10M teacher "
         "tokens, where the faster forwards repay the compilation; see TEACHER_COMPILE_MIN_TOKENS)")
     cache_dir: str | None = Field(None, description="default: <storage>/teacher_cache")
+    wait_s: float = Field(6 * 3600, ge=1, le=7 * 24 * 3600,
+                          description="how long a trial that starts while its cache is built waits for it")
 
 
 class TrainConfig(Section):

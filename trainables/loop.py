@@ -41,7 +41,7 @@ from trainables.policies import (
     per_task_mean,
 )
 from trainables.prompts import render
-from trainables.teacher.cache import CacheError, TeacherCache
+from trainables.teacher.cache import CacheError, TeacherCache, wait_for_cache
 from trainables.train_graphs import DecoderGraphs, train_graphs_enabled
 from trainables.trial_log import append_report
 from trainables.tasks.schema import TASKS
@@ -273,6 +273,7 @@ class TrainState:
     student_tokens_seen: int = 0  # every non-pad token the student's forward ran over (prompt + answer)
     examples: Sequence[TrainExample] = ()
     dev_draws: int = 0  # dev batches drawn so far (meta-λ), for a resumed dev stream
+    cache_wait_s: float = 0.0  # seconds set-up waited for the sweep to finish building the teacher cache
 
     @property
     def trains(self) -> bool:
@@ -316,12 +317,16 @@ def setup(
     if not v.trains:
         return state
     examples = training_set(cfg, tokenizer)
-    cache = TeacherCache(cfg.cache_paths[v.teacher_mode], vocab_size=model.config.vocab_size) if v.uses_teacher else None
+    cache, waited = None, 0.0
+    if v.uses_teacher:  # the sweep may still be building it: this trial has loaded its model meanwhile
+        waited = wait_for_cache(cfg.cache_paths[v.teacher_mode], cfg.teacher.wait_s)
+        cache = TeacherCache(cfg.cache_paths[v.teacher_mode], vocab_size=model.config.vocab_size)
     policy = make_policy(v.policy.name, v.policy.params, cfg.data.tasks) if cache is not None else None
     compiled = train_compile_enabled(cfg.train, device.type)
     if compiled:  # short runs stay eager: see COMPILE_MIN_STEPS
         compile_decoder_layers(model, retains_graph=policy is not None and policy.acts_on_grads)
     state = start_training(state, examples, cache, policy, wrap_ddp)
+    state.cache_wait_s = waited
     if train_graphs_enabled(cfg.train.cuda_graphs, device.type, world, compiled):
         record_decoder_passes(state)
     return state
@@ -551,8 +556,11 @@ def run_worker(
     t_setup = time.perf_counter()
     state = setup(cfg, trial_name, rank, world, device, wrap_ddp)
     # Where a trial's start goes (in its first report): this set-up (model, data, cache, policy),
-    # then the first step, which compiles the decoder layers when they are compiled.
-    startup = {time_key("setup_s"): time.perf_counter() - t_setup}
+    # the wait for a teacher cache still being built, then the first step (which compiles the
+    # decoder layers when they are compiled, or records the first CUDA graph).
+    startup = {time_key("setup_s"): time.perf_counter() - t_setup - state.cache_wait_s}
+    if state.cache_wait_s:  # started while the sweep built its teacher cache
+        startup[time_key("cache_wait_s")] = state.cache_wait_s
     if not state.trains or cfg.train.steps == 0:  # base / fewshot, or zero steps: evaluate as is
         report(evaluation_report(state, 0, 1, startup, final=True))
         return state.model

@@ -95,7 +95,7 @@ def _cmd_cache_build(args: argparse.Namespace) -> int:
     from trainables.data import check_sources
     from trainables.models import prepare_model
     from tuner.storage import check_storage
-    from tuner.sweep import CACHE_DIRNAME, build_caches, default_storage, init_ray
+    from tuner.sweep import CACHE_DIRNAME, CacheBuildFailed, build_caches, default_storage, init_ray
 
     spec = load_spec(args.preset, args.overrides, args.name)
     storage = Path(args.storage or default_storage()).expanduser().resolve()
@@ -104,7 +104,12 @@ def _cmd_cache_build(args: argparse.Namespace) -> int:
     init_ray()
     prepare_model(spec.model, sys.stdout)
     check_sources(TrialConfig(model=spec.model, data=spec.data, eval=spec.eval))
-    for mode, path in build_caches(spec, root, sys.stdout).items():
+    try:
+        built = build_caches(spec, root, sys.stdout)
+    except CacheBuildFailed as err:  # each failure was printed with its reason as it happened
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    for mode, path in built.items():
         print(f"{mode}: {path}")
     return 0
 

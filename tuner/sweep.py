@@ -87,13 +87,64 @@ def max_concurrent(spec: SweepSpec, cluster: dict[str, float]) -> int:
 # --------------------------------------------------------------------------- teacher caches
 
 
-def build_caches(spec: SweepSpec, cache_root: Path, out: TextIO) -> dict[str, str]:
-    """Build every teacher cache the sweep needs, once, as Ray tasks; returns mode → directory."""
+class CacheBuilds:
+    """The teacher-cache builds a sweep started (Ray tasks), watched from a thread of the driver:
+    each prints a line when ready; one that fails writes its reason beside its cache (the marker
+    trials waiting for it read, `trainables.teacher.cache.wait_for_cache`) and prints it."""
+
+    def __init__(self, paths: dict[str, str], pending: dict[tuple[str, ...], Any], out: TextIO) -> None:
+        import threading
+
+        self.paths, self.out = paths, out
+        self.failed: dict[str, str] = {}  # mode -> one-line reason
+        self._thread = threading.Thread(target=self._watch, args=(pending,), daemon=True, name="cache-builds")
+        self._thread.start()
+
+    def _watch(self, pending: dict[tuple[str, ...], Any]) -> None:
+        import ray
+
+        from trainables.failures import one_line
+        from trainables.teacher.cache import failed_marker
+
+        t0 = time.perf_counter()
+        for group, ref in pending.items():
+            try:
+                ray.get(ref)
+            except Exception as err:  # noqa: BLE001 - any failure of the task: its trials must hear of it
+                reason = one_line(err)
+                for mode in group:
+                    self.failed[mode] = reason
+                    failed_marker(self.paths[mode]).write_text(reason + "\n")
+                    print(f"teacher cache [{mode}] FAILED: {reason}", file=self.out, flush=True)
+                continue
+            for mode in group:
+                print(f"teacher cache [{mode}] ready ({time.perf_counter() - t0:.0f}s)"
+                      f"{_build_rate(self.paths[mode])}", file=self.out, flush=True)
+
+    def wait(self) -> dict[str, str]:
+        """Block until every build has ended; mode → directory, or a CacheBuildFailed naming the failures."""
+        self._thread.join()
+        if self.failed:
+            raise CacheBuildFailed("; ".join(f"teacher cache [{m}]: {r}" for m, r in sorted(self.failed.items())))
+        return self.paths
+
+
+class CacheBuildFailed(RuntimeError):
+    """A teacher-cache build failed (its one-line reason)."""
+
+
+def start_cache_builds(spec: SweepSpec, cache_root: Path, out: TextIO, gpu_cap: float | None = None) -> CacheBuilds:
+    """Start building, as Ray tasks, every teacher cache the sweep needs and lacks; return at once.
+
+    Trials may start meanwhile: one that needs a cache loads its model, then waits for it. With
+    `gpu_cap` (a trial's GPU share) a build asks for no more of a GPU than one trial does, so
+    trials start beside it instead of after it."""
     import ray
 
     from trainables.config import TrialConfig
     from trainables.teacher.build import build_caches as build_teacher_caches
     from trainables.teacher.build import cache_dir, cache_problem
+    from trainables.teacher.cache import failed_marker
 
     base = TrialConfig(model=spec.model, data=spec.data, teacher=spec.teacher, train=spec.train)
     if "checkpoint" in spec.teacher_modes() and spec.teacher.checkpoint:
@@ -115,19 +166,22 @@ def build_caches(spec: SweepSpec, cache_root: Path, out: TextIO) -> dict[str, st
             print(f"teacher cache [{mode}] found: {target}", file=out)
             continue
         to_build[mode] = "" if problem == "missing" else f" (the one there is {problem})"
+        failed_marker(target).unlink(missing_ok=True)  # an earlier sweep's failure is not this one's
     gpus = ray.cluster_resources().get("GPU", 0.0) if spec.teacher.use_gpu else 0.0
     groups = cache_build_groups(list(to_build), gpus)
     gpu = cache_gpu_share(len(groups), gpus) if spec.teacher.use_gpu else 0
+    if gpu and gpu_cap:
+        gpu = min(gpu, gpu_cap)
     for group in groups:
         for mode in group:
             print(f"teacher cache [{mode}] building: {paths[mode]}{to_build[mode]}", file=out)
         pending[tuple(group)] = remote.options(num_cpus=1, num_gpus=gpu).remote(base, cache_root, group)
-    t0 = time.perf_counter()
-    for group, ref in pending.items():
-        ray.get(ref)
-        for mode in group:
-            print(f"teacher cache [{mode}] ready ({time.perf_counter() - t0:.0f}s){_build_rate(paths[mode])}", file=out)
-    return paths
+    return CacheBuilds(paths, pending, out)
+
+
+def build_caches(spec: SweepSpec, cache_root: Path, out: TextIO) -> dict[str, str]:
+    """Build every teacher cache the sweep needs, once, as Ray tasks, and wait; returns mode → directory."""
+    return start_cache_builds(spec, cache_root, out).wait()
 
 
 def cache_build_groups(modes: list[str], gpus: float) -> list[list[str]]:
@@ -308,8 +362,11 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
 
     cache_root = Path(spec.teacher.cache_dir).expanduser() if spec.teacher.cache_dir else storage / CACHE_DIRNAME
     spec = resolve_gpu_sharing(spec, out)
-    cache_paths = build_caches(spec, cache_root, out)
-    trials = longest_first(spec.trial_configs(str(experiment_dir), cache_paths))
+    # The caches build while the first trials start (set-up, model loading): a trial that needs one
+    # waits for it before its first step; a build asks for no more of a GPU than one trial.
+    share = spec.resources.gpus_per_worker if spec.resources.use_gpu else None
+    builds = start_cache_builds(spec, cache_root, out, gpu_cap=share if isinstance(share, float) else None)
+    trials = longest_first(spec.trial_configs(str(experiment_dir), builds.paths))
     concurrent = max_concurrent(spec, ray.cluster_resources())
     print(f"sweep {spec.name}: {len(trials)} trials, up to {concurrent} at a time -> {experiment_dir}", file=out)
 
@@ -322,6 +379,10 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     pgs_before = _job_placement_groups()
     grid = tuner.fit()
     _release_placement_groups(pgs_before)
+    try:
+        builds.wait()
+    except CacheBuildFailed:  # printed as it happened; the trials that needed the cache failed with it
+        pass
     errors = {_result_label(r): _one_line(r.error) for r in grid if r.error is not None}
     notes = _trial_notes(grid)
     _write_failures(grid, experiment_dir)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -134,6 +135,29 @@ class CacheWriter:
 def is_complete(directory: str | os.PathLike) -> bool:
     """Whether a finished cache (manifest present) exists at `directory`."""
     return (Path(directory) / MANIFEST).is_file()
+
+
+def failed_marker(directory: str | os.PathLike) -> Path:
+    """The file a sweep writes beside a cache whose build failed (its one-line reason inside)."""
+    d = Path(directory)
+    return d.parent / f".{d.name}.failed"
+
+
+def wait_for_cache(directory: str | os.PathLike, timeout_s: float, poll_s: float = 1.0) -> float:
+    """Wait until the cache at `directory` is complete (a sweep builds it while its trials start);
+    returns the seconds waited. A build that failed, or one not done within `timeout_s`, is a
+    CacheError naming why (not retried)."""
+    if is_complete(directory):
+        return 0.0
+    t0 = time.monotonic()
+    marker = failed_marker(directory)
+    while not is_complete(directory):
+        if marker.is_file():
+            raise CacheError(f"teacher cache {Path(directory).name} could not be built: {marker.read_text().strip()}")
+        if time.monotonic() - t0 > timeout_s:
+            raise CacheError(f"teacher cache {directory} not built after {timeout_s:.0f}s (teacher.wait_s)")
+        time.sleep(poll_s)
+    return time.monotonic() - t0
 
 
 class TeacherCache:
