@@ -32,8 +32,9 @@ def run_trial(config: dict[str, Any]) -> None:
     # A point drawn by the sweep's searcher (config["sampled"]) becomes this trial's λ policy.
     cfg = TrialConfig.model_validate(resolved_trial(config))
     # Train V2 hands these to its controller. Worker start-up can exceed Ray's default 60 s on a
-    # loaded machine (several trials importing torch on two cores); a timeout there fails a trial.
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "900")
+    # loaded machine (several trials importing torch on two cores), and a trial's workers may wait
+    # for the GPU share a teacher-cache build holds (at most teacher.wait_s); a timeout there fails a trial.
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", str(max(900, int(cfg.teacher.wait_s))))
     trial_name = ray.tune.get_context().get_trial_id() or "trial"
     trial_dir = ray.tune.get_context().get_trial_dir()
     if cfg.experiment_dir:
