@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -135,8 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "eval": {"dev_per_pair": 10, "test_per_pair": 1},
         "resources": {"use_gpu": device.type == "cuda", "gpus_per_worker": 1.0}})
     tiny_settings, tiny_items, tiny_differ = compare(tiny, device)
-    os.environ.setdefault("LAMTUNE_HOME", str(args.work / "home"))  # where random: models are built, once
-    model_dir, n_params = ensure_model(args.shape, args.data)
+    model_dir, n_params = ensure_model(args.shape, args.data, args.work)
     cfg = TrialConfig.model_validate({
         "model": {"name": str(model_dir)}, "variant": {"condition": "sft"},
         "data": {"source": f"local:{args.data}", "train_split": "dev", "max_train_per_task": 10},

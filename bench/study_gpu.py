@@ -9,8 +9,8 @@ It (1) builds the product's `random:llama-3.2-3b` model (trainables/random_model
 random weights of the published shape and a byte-level BPE with Llama-3's vocabulary size
 (128,256) and pre-tokenisation learnt from the XTREME sample's rendered prompts and answers, so
 sequence lengths are realistic (the tiny default's 2,048-token tokenizer cuts real text into far
-more tokens), (2) runs the sweep through the CLI in a subprocess, as a user would, from an empty cache, sampling
-GPU utilisation and memory with nvidia-smi, and (3) reads what the product itself reported —
+more tokens), (2) runs the sweep through the CLI in a subprocess, as a user would, from an empty
+cache, sampling GPU utilisation and memory with nvidia-smi, and (3) reads what the product itself reported —
 teacher-cache build statistics, each trial's reports (training tokens and seconds, generation
 counts and seconds, peak memory) — into `study.json` and `study.txt`, with the projected wall
 time of the study at full size from the measured rates.
@@ -47,16 +47,17 @@ FULL = dict(steps=1000, train_per_task=5000, dev_per_pair=50, eval_every=100, te
 # --------------------------------------------------------------------------- model
 
 
-def ensure_model(shape: str, data_dir: Path) -> tuple[Path, int]:
+def ensure_model(shape: str, data_dir: Path, work: Path) -> tuple[Path, int]:
     """The product's `random:<shape>` model (seeded weights, a BPE of the shape's vocabulary learnt
-    from the sample's rendered prompts and answers), built once as the sweep would, and its
-    parameter count."""
+    from the sample's rendered prompts and answers), built once under `work`/home (LAMTUNE_HOME,
+    which the sweep's processes inherit) as the sweep would, and its parameter count."""
     from transformers import AutoConfig
 
     from trainables.config import TrialConfig
     from trainables.memory_plan import parameter_count
     from trainables.models import prepare_model
 
+    os.environ.setdefault("LAMTUNE_HOME", str(work / "home"))
     t0 = time.perf_counter()
     cfg = TrialConfig.model_validate({"model": {"name": f"random:{shape}"},
                                       "data": {"source": f"local:{data_dir}"}}).model
@@ -269,13 +270,12 @@ def main() -> int:
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     storage = args.work / "sweeps"
-    os.environ.setdefault("LAMTUNE_HOME", str(args.work / "home"))  # where random: models are built, once
     if storage.exists():
         import shutil
 
         shutil.rmtree(storage)  # from an empty cache, every time
     t0 = time.perf_counter()
-    model_dir, n_params = ensure_model(args.shape, args.data)
+    model_dir, n_params = ensure_model(args.shape, args.data, args.work)
     t_setup = time.perf_counter() - t0
 
     use_gpu = "true" if args.shape != "llama-test" else "false"
