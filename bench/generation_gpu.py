@@ -1,7 +1,8 @@
 """Evaluation decoding through the product's own `trainables.evaluate.predict`, in the same run on
 the same items: eager (the baseline), then adding one lever at a time — each batch's decoding step
 replayed as a CUDA graph, grouped-head decoding attention, decoding tensors and recorded step
-reused across batches, LoRA merged into weight copies (the last is the product's default).
+reused across batches, LoRA merged into weight copies, every task's items in one pass (all of
+them: the product's default).
 Generated tok/s, examples/s, the ratio to eager, and whether the texts are the same.
 
     python bench/generation_gpu.py --data /tmp/xs/xtreme-sample --out $OUT        # on the GPU machine
@@ -72,7 +73,7 @@ def nonzero_adapters(model: Any, scale: float = 0.02) -> None:
 def compare(cfg: Any, device: Any, repeat: bool = False, profile: bool = False
             ) -> tuple[dict[str, Any], int, dict[str, int]]:
     """Evaluation decoding of an sft student's dev items, eager, then adding one lever at a time
-    (CUDA graphs, grouped attention, reused decoders, merged LoRA: the default): figures per
+    (CUDA graphs, grouped attention, reused decoders, merged LoRA, pooled tasks: the default): figures per
     setting, the item count, and how many items' texts differ from the eager setting's."""
     import torch
 
@@ -87,9 +88,11 @@ def compare(cfg: Any, device: Any, repeat: bool = False, profile: bool = False
     texts: dict[bool, list[str]] = {}
     # Each setting adds one lever to the one before (the last is the product's default); eager
     # first: no warm cache favours the others.
-    levers = ("cuda_graphs", "grouped_attention", "reuse_decoder", "merge_lora")
+    levers = ("cuda_graphs", "grouped_attention", "reuse_decoder", "merge_lora", "pool_tasks")
     variants = [("eager", {}), ("cuda_graphs", {"cuda_graphs"}), ("cuda_graphs+grouped", {"cuda_graphs", "grouped_attention"}),
-                ("+reuse", {"cuda_graphs", "grouped_attention", "reuse_decoder"}), ("+merged (default)", set(levers))]
+                ("+reuse", {"cuda_graphs", "grouped_attention", "reuse_decoder"}),
+                ("+merged", {"cuda_graphs", "grouped_attention", "reuse_decoder", "merge_lora"}),
+                ("+pooled tasks (default)", set(levers))]
     for name, on in variants * (2 if repeat else 1):
         run_cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={k: k in on for k in levers})})
         stats = GenerationStats()

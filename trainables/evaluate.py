@@ -130,17 +130,17 @@ def predict(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: Tr
             session = open_session(model, tokenizer, ev.stop_strings, device, ev.cuda_graphs, ev.grouped_attention,
                                    ev.reuse_decoder)
             try:
-                for task in dict.fromkeys(it.task for it in items):
-                    idx = [i for i, it in enumerate(items) if it.task == task]
-                    if ev.mode == "score" and get_task(task).choices:
+                for idx, scored in _prediction_groups(items, cfg):
+                    if scored:
                         picks = score_choices(model, tokenizer, [items[i] for i in idx], ev.batch_size, device)
                         got = [" " + p for p in picks]
                     else:
                         # What the session holds is this call's to reuse or give back: part of its budget.
                         budget = eval_budget_bytes(cfg, device) + session.held_bytes()
                         got, st = greedy_generate(model, tokenizer, [items[i].prompt_ids for i in idx],
-                                                  ev.max_new_tokens[task], device, budget, ev.batch_size,
-                                                  ev.stop_strings, ev.attention_budget, session=session)
+                                                  [ev.max_new_tokens[items[i].task] for i in idx], device, budget,
+                                                  ev.batch_size, ev.stop_strings, ev.attention_budget,
+                                                  session=session)
                         if stats is not None:
                             stats.add(st)
                     for i, text in zip(idx, got):
@@ -152,6 +152,21 @@ def predict(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: Tr
         if device.type == "cuda":
             torch.cuda.empty_cache()  # KV caches freed: the memory goes back to trials sharing the GPU
     return texts
+
+
+def _prediction_groups(items: Sequence[EvalItem], cfg: TrialConfig) -> list[tuple[list[int], bool]]:
+    """The item indices predicted together, and whether they are scored (not generated): one group
+    per task, or with eval.pool_tasks every generated item in one group (batched by prompt length
+    across tasks, each within its task's token budget) after the scored ones."""
+    ev = cfg.eval
+    by_task: dict[str, list[int]] = {}
+    for i, it in enumerate(items):
+        by_task.setdefault(it.task, []).append(i)
+    groups = [(idx, ev.mode == "score" and bool(get_task(task).choices)) for task, idx in by_task.items()]
+    if not ev.pool_tasks:
+        return groups
+    generated = sorted(i for idx, scored in groups if not scored for i in idx)
+    return [g for g in groups if g[1]] + ([(generated, False)] if generated else [])
 
 
 def score(items: Sequence[EvalItem], texts: Sequence[str], cfg: TrialConfig) -> tuple[dict[str, float], list[dict[str, Any]]]:

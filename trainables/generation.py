@@ -170,13 +170,15 @@ class _Decoder:
         self.t = torch.zeros(1, dtype=torch.long, device=device)
         self.out = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
         self.lengths = torch.full((rows,), max_new_tokens, dtype=torch.long, device=device)
+        #: Each row's own token budget: a row ends when it has generated that many tokens.
+        self.limit = torch.full((rows,), max_new_tokens, dtype=torch.long, device=device)
         self.done = torch.zeros(rows, dtype=torch.bool, device=device)
         self.started = torch.zeros_like(self.done)
         self.ids = self.padding = torch.empty(0)
 
     def nbytes(self) -> int:
         """Bytes these tensors take (the KV cache, mostly)."""
-        tensors = [*self.kv.keys, *self.kv.values, self.mask, self.pos, self.inp, self.out, self.lengths]
+        tensors = [*self.kv.keys, *self.kv.values, self.mask, self.pos, self.inp, self.out, self.lengths, self.limit]
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def fits(self, rows: int, length: int, max_new_tokens: int) -> bool:
@@ -185,8 +187,9 @@ class _Decoder:
         return (rows <= self.rows <= 2 * rows + ALIGN and length <= self.length <= 2 * length
                 and max_new_tokens <= self.max_new)
 
-    def load(self, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> None:
-        """Make a new batch of prompts (left-padded to their longest) the decoding state, in place."""
+    def load(self, prompts: Sequence[Sequence[int]], budgets: Sequence[int]) -> None:
+        """Make a new batch of prompts (left-padded to their longest), each with its own token
+        budget, the decoding state, in place."""
         b, width = len(prompts), max(len(p) for p in prompts)
         ids = torch.full((b, width), self.pad_id, dtype=torch.long)
         padding = torch.ones(b, width, dtype=torch.bool)
@@ -201,7 +204,9 @@ class _Decoder:
         self.pos.zero_()
         self.t.zero_()
         self.out.fill_(self.pad_id)
-        self.lengths.fill_(max_new_tokens)
+        self.limit.fill_(1)  # idle rows: ended from the start anyway
+        self.limit[:b].copy_(torch.tensor(list(budgets), dtype=torch.long))
+        self.lengths.copy_(self.limit)
         self.done.fill_(True)
         self.done[:b] = False
         self.started.zero_()
@@ -217,7 +222,7 @@ class _Decoder:
             nxt = torch.cat([nxt, nxt.new_full((self.rows - nxt.shape[0],), self.pad_id)])
         self.out.index_copy_(1, self.t, torch.where(self.done, self.pad_id, nxt)[:, None])
         self.started.logical_or_(tables.content[nxt])
-        ends_now = ~self.done & (tables.eos[nxt] | (tables.stop[nxt] & self.started))
+        ends_now = ~self.done & (tables.eos[nxt] | (tables.stop[nxt] & self.started) | (self.t + 1 >= self.limit))
         self.lengths.copy_(torch.where(ends_now, self.t + 1, self.lengths))
         self.done.logical_or_(ends_now)
         self.inp.copy_(nxt[:, None])
@@ -324,14 +329,15 @@ class DecodeSession:
 
 
 @torch.no_grad()
-def _decode_batch(lm: nn.Module, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+def _decode_batch(lm: nn.Module, prompts: Sequence[Sequence[int]], budgets: Sequence[int],
                   session: DecodeSession) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Greedy continuation ids [B, steps], each sequence's length (its end token included) [B],
     and the number of decoding steps run, on the session's tensors (on CUDA with graphs, steps
-    replay its recorded step; with grouped attention, decoding reads the grouped KV heads as stored)."""
-    width = max(len(p) for p in prompts)
+    replay its recorded step; with grouped attention, decoding reads the grouped KV heads as stored).
+    Sequence i generates at most budgets[i] tokens; the batch stops when every sequence has ended."""
+    width, max_new_tokens = max(len(p) for p in prompts), max(budgets)
     dec, run = session.decoder_for(len(prompts), cache_len(width, max_new_tokens), max_new_tokens)
-    dec.load(prompts, max_new_tokens)
+    dec.load(prompts, budgets)
     with decoding_attention(lm, session.grouped):
         dec.prefill()
         steps = 1
@@ -342,14 +348,15 @@ def _decode_batch(lm: nn.Module, prompts: Sequence[Sequence[int]], max_new_token
     return dec.out[:b, :steps].clone(), dec.lengths[:b].clamp(max=steps), steps
 
 
-def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                    device: torch.device, budget_bytes: int, max_batch: int,
+def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]],
+                    max_new_tokens: int | Sequence[int], device: torch.device, budget_bytes: int, max_batch: int,
                     stops: Sequence[str] = (), attention_area: int | None = None,
                     cuda_graphs: bool = True, grouped_attention: bool = True,
                     session: DecodeSession | None = None) -> tuple[list[str], GenerationStats]:
     """Greedy continuations of token-id prompts, in order, cut at the first stop string.
 
-    Prompts are sorted by length and batched so that each batch's KV cache and prefill fit in
+    `max_new_tokens` is one token budget for every prompt, or one per prompt (prompts of several
+    tasks decoded together, each within its own task's budget). Prompts are sorted by length and batched so that each batch's KV cache and prefill fit in
     `budget_bytes` (at most `max_batch` sequences, none shorter than MIN_LENGTH_RATIO of the
     batch's longest); a batch ends when all its sequences have
     produced an end token (EOS, or a token containing a stop string) or the token budget.
@@ -362,6 +369,9 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
     own = session is None
     if session is None:
         session = open_session(model, tokenizer, stops, device, cuda_graphs, grouped_attention)
+    budgets = ([max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens))
+    if len(budgets) != len(prompts) or min(budgets, default=1) < 1:
+        raise ValueError(f"max_new_tokens: one budget ≥ 1, or one per prompt ({len(prompts)}), got {max_new_tokens}")
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
     texts: list[str] = [""] * len(prompts)
     stats = GenerationStats()
@@ -372,10 +382,12 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
             # The longest prompt left sets the batch's size: later batches have shorter prompts.
             area = attention_area if device.type == "cpu" else None
             longest = len(prompts[order[start]])
-            size = batch_size_for(lm.config, dtype, longest, max_new_tokens, budget_bytes, max_batch, area)
+            # Sized for the largest budget left (a batch's cache holds its largest budget's columns).
+            most_new = max(budgets[i] for i in order[start:])
+            size = batch_size_for(lm.config, dtype, longest, most_new, budget_bytes, max_batch, area)
             idx = [i for i in order[start:start + size] if len(prompts[i]) >= MIN_LENGTH_RATIO * longest]
             start += len(idx)
-            gen, lengths, steps = _decode_batch(lm, [prompts[i] for i in idx], max_new_tokens, session)
+            gen, lengths, steps = _decode_batch(lm, [prompts[i] for i in idx], [budgets[i] for i in idx], session)
             for row, n, i in zip(gen.tolist(), lengths.tolist(), idx):
                 texts[i] = cut_at_stop(tokenizer.decode(row[:n], skip_special_tokens=True), stops)
                 stats.generated_tokens += n

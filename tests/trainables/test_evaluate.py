@@ -125,6 +125,7 @@ def test_score_mode_in_evaluate_reports_the_argmax(tiny_model, tiny_tokenizer):
 
 
 def test_generation_honours_each_tasks_max_new_tokens(tiny_model, tiny_tokenizer, monkeypatch):
+    """One pass per task (eval.pool_tasks off): each task's batches decode within its budget."""
     import trainables.generation as generation
 
     budgets = {"nli": 1, "pa": 2, "qa": 3, "ner": 5, "pos": 7}
@@ -132,22 +133,52 @@ def test_generation_honours_each_tasks_max_new_tokens(tiny_model, tiny_tokenizer
     cfg.eval.max_new_tokens = budgets
     cfg.eval.batch_size = 3
     cfg.eval.stop_strings = []
+    cfg.eval.pool_tasks = False
     items = eval_items(cfg, tiny_tokenizer, "test", 2, fewshot=False)
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[list[int], int]] = []
     real = generation._decode_batch
 
-    def spy(lm, prompts, max_new_tokens, *args):
-        out, lengths, steps = real(lm, prompts, max_new_tokens, *args)
-        seen.append((max_new_tokens, out.shape[1]))
+    def spy(lm, prompts, row_budgets, *args):
+        out, lengths, steps = real(lm, prompts, row_budgets, *args)
+        seen.append((list(row_budgets), out.shape[1]))
         return out, lengths, steps
 
     monkeypatch.setattr(generation, "_decode_batch", spy)
     metrics, _ = evaluate(tiny_model, tiny_tokenizer, items, cfg, CPU)
     # 4 prompts per task in batches of 3 → 2 calls per task, in task order.
-    assert [n for n, _ in seen] == [budgets[t] for t in TASKS for _ in range(2)]
-    assert all(0 < new <= n for n, new in seen)
+    assert [set(b) for b, _ in seen] == [{budgets[t]} for t in TASKS for _ in range(2)]
+    assert all(0 < new <= b[0] for b, new in seen)
     assert metrics["gen/examples"] == len(items) and metrics["gen/batches"] == 2 * len(TASKS)
     assert 0 < metrics["gen/tokens"] <= sum(4 * budgets[t] for t in TASKS)
+
+
+def test_pooled_tasks_decode_the_same_text_in_fewer_batches(tiny_model, tiny_tokenizer, monkeypatch):
+    """eval.pool_tasks (the default): every task's items in one pass, batches mixing tasks, each
+    sequence within its own task's budget; the texts equal one pass per task."""
+    import trainables.generation as generation
+
+    budgets = {"nli": 1, "pa": 2, "qa": 3, "ner": 5, "pos": 7}
+    cfg = config(eval_langs=["en", "hi"])
+    cfg.eval.max_new_tokens = budgets
+    cfg.eval.stop_strings = []
+    assert cfg.eval.pool_tasks is True
+    items = eval_items(cfg, tiny_tokenizer, "test", 2, fewshot=False)
+    per_task = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"pool_tasks": False})})
+    metrics_apart, rows_apart = evaluate(tiny_model, tiny_tokenizer, items, per_task, CPU)
+    mixed: list[set[int]] = []
+    real = generation._decode_batch
+
+    def spy(lm, prompts, row_budgets, *args):
+        out, lengths, steps = real(lm, prompts, row_budgets, *args)
+        assert all(int(n) <= b for n, b in zip(lengths, row_budgets))  # nobody beyond its own budget
+        mixed.append(set(row_budgets))
+        return out, lengths, steps
+
+    monkeypatch.setattr(generation, "_decode_batch", spy)
+    metrics, rows = evaluate(tiny_model, tiny_tokenizer, items, cfg, CPU)
+    assert [r["output"] for r in rows] == [r["output"] for r in rows_apart]
+    assert metrics["gen/tokens"] == metrics_apart["gen/tokens"] and metrics["gen/examples"] == len(items)
+    assert metrics["gen/batches"] < metrics_apart["gen/batches"] and any(len(b) > 1 for b in mixed)
 
 
 def test_batched_generation_equals_one_at_a_time(tiny_model, tiny_tokenizer):

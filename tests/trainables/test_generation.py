@@ -51,6 +51,24 @@ def test_text_equals_hugging_face_generate_one_prompt_at_a_time(tiny_model, tiny
     assert stats.prompt_tokens == sum(map(len, prompts))
 
 
+def test_per_prompt_budgets_give_each_prompt_its_own_decoding(tiny_model, tiny_tokenizer):
+    """One budget per prompt: each text is what that prompt decodes alone with its budget."""
+    prompts = prompts_of(tiny_tokenizer, ["nli", "qa", "ner"])
+    budgets = [1 + (3 * i) % 11 for i in range(len(prompts))]
+    together, stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, budgets, CPU, 2**30, 64)
+    alone = [greedy_generate(tiny_model, tiny_tokenizer, [p], b, CPU, 2**30, 64)[0][0] for p, b in zip(prompts, budgets)]
+    assert together == alone
+    assert stats.generated_tokens <= sum(budgets) and stats.batches == length_groups([len(p) for p in prompts])
+    assert stats.decode_steps <= stats.batches * max(budgets)
+
+
+@pytest.mark.parametrize("budgets, why", [([3, 3], "one per prompt"), ([3, 0, 3], "≥ 1"), (0, "≥ 1")])
+def test_bad_budgets_are_one_clear_error(tiny_model, tiny_tokenizer, budgets, why):
+    prompts = prompts_of(tiny_tokenizer, ["nli"], n=1)[:3]
+    with pytest.raises(ValueError, match="max_new_tokens"):
+        greedy_generate(tiny_model, tiny_tokenizer, prompts, budgets, CPU, 2**30, 64)
+
+
 def test_stop_strings_cut_the_same_text(tiny_model, tiny_tokenizer):
     prompts = prompts_of(tiny_tokenizer, ["pos", "qa"])
     free, _ = greedy_generate(tiny_model, tiny_tokenizer, prompts, 16, CPU, 2**30, 64)
