@@ -29,6 +29,7 @@ from trainables.evaluate import eval_items, evaluate
 from trainables.losses import LossParts, answer_ce, combine_losses, token_losses, weighted_token_mean
 from trainables.metric_keys import diag_key, lambda_key, on_test, time_key, train_key
 from trainables.memory import memory_metrics
+from trainables.memory_plan import graph_budget_bytes, token_activation_bytes
 from trainables.models import AnswerSpanLM, causal_lm, compile_decoder_layers, load_model, load_tokenizer
 from trainables.policies import (
     ALL_TOKENS,
@@ -333,11 +334,15 @@ def setup(
 
 
 def record_decoder_passes(state: TrainState) -> DecoderGraphs:
-    """Let the training forward run the decoder through recorded CUDA graphs (trainables/train_graphs.py);
-    off a GPU the same padded, unmasked passes run eagerly (what the CPU tests check)."""
+    """Let the training forward run the decoder through recorded CUDA graphs (trainables/train_graphs.py),
+    within what the trial's GPU share leaves beside a worst-case eager step; off a GPU the same
+    padded, unmasked passes run eagerly (what the CPU tests check)."""
     assert state.plain_span is not None
-    graphs = DecoderGraphs(causal_lm(state.model).get_decoder(), state.tokenizer.pad_token_id,
-                           capture=state.device.type == "cuda")
+    capture = state.device.type == "cuda"
+    config = causal_lm(state.model).config
+    budget = graph_budget_bytes(state.cfg, config, state.device) if capture else None
+    graphs = DecoderGraphs(causal_lm(state.model).get_decoder(), state.tokenizer.pad_token_id, capture=capture,
+                           max_bytes=budget, token_bytes=token_activation_bytes(state.cfg, config))
     state.plain_span.graphs = graphs
     return graphs
 
@@ -389,17 +394,39 @@ def dev_grads(state: TrainState) -> list[torch.Tensor]:
 
     Dropout is off (eval mode): a cleaner outer gradient, and the training RNG stream is left
     untouched, so a policy that reads it trains exactly as one that does not. It runs outside
-    DDP (plain_span): every rank sees the same dev batch, so no all-reduce is needed."""
+    DDP (plain_span): every rank sees the same dev batch, so no all-reduce is needed. The batch
+    runs in chunks of at most a training batch's rows (each trimmed to its own length) and their
+    gradients are summed, so the dev gradient needs no more activation memory than a step."""
     assert state.dev_batch is not None and state.plain_span is not None
     b = state.dev_batch().to(state.device)
     state.dev_draws += 1
+    rows = max(1, math.ceil(state.cfg.train.batch_size / state.world))
+    grads: list[torch.Tensor] | None = None
     state.model.eval()
     try:
-        logits = state.plain_span(b.input_ids, b.attention_mask, b.position_ids, b.rows, b.cols)
-        ce = answer_ce(logits, b.targets).mean()
-        return list(torch.autograd.grad(ce, state.params, allow_unused=True, materialize_grads=True))
+        for c in row_chunks(b, rows):
+            logits = state.plain_span(c.input_ids, c.attention_mask, c.position_ids, c.rows, c.cols)
+            ce = answer_ce(logits, c.targets).sum() / b.n_tokens
+            part = torch.autograd.grad(ce, state.params, allow_unused=True, materialize_grads=True)
+            grads = list(part) if grads is None else [g.add_(p) for g, p in zip(grads, part)]
+        assert grads is not None
+        return grads
     finally:
         state.model.train()
+
+
+def row_chunks(batch: Batch, rows: int) -> list[Batch]:
+    """The batch split into consecutive chunks of ≤ `rows` rows, each cut to its last real column."""
+    out = []
+    for lo in range(0, batch.input_ids.shape[0], rows):
+        hi = min(lo + rows, batch.input_ids.shape[0])
+        keep = (batch.rows >= lo) & (batch.rows < hi)
+        mask = batch.attention_mask[lo:hi]
+        width = int(mask.any(dim=0).nonzero().max()) + 1 if bool(mask.any()) else mask.shape[1]
+        out.append(Batch(input_ids=batch.input_ids[lo:hi, :width], attention_mask=mask[:, :width],
+                         position_ids=batch.position_ids[lo:hi, :width], rows=batch.rows[keep] - lo,
+                         cols=batch.cols[keep], targets=batch.targets[keep], kd_cols=batch.kd_cols[keep]))
+    return [c for c in out if c.n_tokens > 0]
 
 
 def train_step(state: TrainState, step: int) -> dict[str, float]:
@@ -517,7 +544,9 @@ def evaluation_report(state: TrainState, step: int, eval_index: int, extra: dict
     t0 = time.perf_counter()
     graphs = state.plain_span.graphs if state.plain_span is not None else None
     if graphs is not None:  # the training graphs' memory goes to evaluation; recorded again after
-        metrics.update({train_key("graph_shapes"): graphs.shapes, time_key("graph_record_s"): graphs.record_s})
+        metrics.update({train_key("graph_shapes"): graphs.shapes, time_key("graph_record_s"): graphs.record_s,
+                        train_key("graph_over_budget_steps"): graphs.over_budget_steps,
+                        train_key("graph_gb"): graphs.held / 2**30})
         graphs.release()
     # Decoding runs eager: compiled layers would recompile for every new sequence length.
     with torch.compiler.set_stance("force_eager"):

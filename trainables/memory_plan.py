@@ -53,10 +53,25 @@ def adapted_parameters(cfg: TrialConfig, config: Any) -> int:
     return layers * sum(sizes.get(t, 0) for t in cfg.model.lora_targets)
 
 
+def token_activation_bytes(cfg: TrialConfig, config: Any) -> int:
+    """Planned bytes a training step keeps for backward per student token."""
+    dtype_size = 4 if cfg.model.dtype == "float32" else 2
+    return config.hidden_size * config.num_hidden_layers * ACTIVATION_BYTES * dtype_size // 2
+
+
+def step_bytes(cfg: TrialConfig, config: Any) -> int:
+    """Planned transient bytes of a worst-case training step: every row of a rank's batch at
+    data.max_student_len, plus the answer logits and their gradients."""
+    per_rank = math.ceil(cfg.train.batch_size / cfg.resources.num_workers)
+    return (per_rank * cfg.data.max_student_len * token_activation_bytes(cfg, config)
+            + per_rank * ANSWER_TOKENS * config.vocab_size * 4 * LOGIT_COPIES)
+
+
 def trial_bytes(cfg: TrialConfig, config: Any, trains: bool = True) -> int:
     """Estimated peak GPU bytes of one trial's worker: weights (and full fine-tuning's optimizer
     state) throughout, plus the larger of the training step's and the evaluation's transient memory
-    (evaluation runs between steps, after the step's activations are freed)."""
+    (evaluation runs between steps, after the step's activations are freed). Recorded training
+    graphs (train.cuda_graphs) are not counted: they only take what the share leaves (graph_budget_bytes)."""
     dtype_size = 4 if cfg.model.dtype == "float32" else 2
     params = parameter_count(config)
     need = params * dtype_size
@@ -67,11 +82,21 @@ def trial_bytes(cfg: TrialConfig, config: Any, trains: bool = True) -> int:
             need += params * (dtype_size + 8)  # gradients + AdamW's two moments (fp32)
         elif cfg.eval.merge_lora:
             evaluation += adapted_parameters(cfg, config) * dtype_size  # the merged weight copies
-        per_rank = math.ceil(cfg.train.batch_size / cfg.resources.num_workers)
-        tokens = per_rank * cfg.data.max_student_len
-        training += tokens * config.hidden_size * config.num_hidden_layers * ACTIVATION_BYTES * dtype_size // 2
-        training += per_rank * ANSWER_TOKENS * config.vocab_size * 4 * LOGIT_COPIES
+        training = step_bytes(cfg, config)
     return int((need + max(training, evaluation)) * ALLOCATOR_SLACK)
+
+
+def share_bytes(cfg: TrialConfig, device: torch.device) -> int:
+    """Bytes of the GPU this trial may use: its share (resources.gpus_per_worker) of the device, ×USABLE."""
+    share = cfg.resources.gpus_per_worker if isinstance(cfg.resources.gpus_per_worker, float) else 1.0
+    return int(torch.cuda.get_device_properties(device).total_memory * min(1.0, share) * USABLE)
+
+
+def graph_budget_bytes(cfg: TrialConfig, config: Any, device: torch.device) -> int:
+    """Bytes this trial's recorded training graphs may hold: its GPU share minus what the process
+    holds now (weights, optimizer) and a worst-case eager step (one that does not fit runs eagerly)."""
+    held = max(torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device))
+    return max(0, share_bytes(cfg, device) - held - step_bytes(cfg, config))
 
 
 def trials_per_gpu(need_bytes: int, gpu_bytes: int) -> int:
@@ -87,8 +112,5 @@ def eval_budget_bytes(cfg: TrialConfig, device: torch.device) -> int:
     floor = int(cfg.eval.memory_gb * GB)
     if device.type != "cuda":
         return floor
-    share = cfg.resources.gpus_per_worker if isinstance(cfg.resources.gpus_per_worker, float) else 1.0
-    total = torch.cuda.get_device_properties(device).total_memory
     held = max(torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device))
-    free_in_share = int(total * min(1.0, share) * USABLE) - held
-    return max(floor, free_in_share)
+    return max(floor, share_bytes(cfg, device) - held)

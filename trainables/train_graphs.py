@@ -20,11 +20,14 @@ How, and why it is exact:
   grad_conflict and meta-λ, on the steps they ask for it) and every forward outside training mode
   (evaluation, meta-λ's dev gradient) run the eager decoder: a recorded backward frees its saved
   activations as it goes, so it can be replayed once per forward only.
-- All graphs of a trial share one memory pool: a step replays its forward and its backward before
-  any other graph runs, so the pool holds the largest bucket's activations, not their sum. The
-  graphs are released before each evaluation (`release`), so a trial's memory is still the larger
-  of its step's and its evaluation's (trainables/memory_plan.py), and recorded again as the next
-  batches need them (a few eager passes per bucket).
+- Each recorded bucket keeps its forward's saved activations allocated between replays (the
+  backward graph reads them at fixed addresses), so the graphs' memory is the *sum* of their
+  buckets' activations (on one H100, seven buckets of 8 rows of the 3B model held 16–19 GB and two
+  trials sharing the GPU ran out of memory). The graphs therefore get a byte budget (`max_bytes`,
+  what the trial's GPU share leaves beside a worst-case eager step: trainables/memory_plan.py):
+  a batch whose bucket would overflow it steps eagerly, padded the same. Buckets are recorded as
+  they first come, so the common ones, which come first, are the ones recorded. The graphs are
+  released before each evaluation (`release`) and recorded again as the next batches need them.
 
 Off the GPU the same padding and unmasked forward run eagerly (`capture=False`), which is what the
 CPU tests check against the masked forward.
@@ -60,6 +63,11 @@ def runs_layers_directly(decoder: nn.Module) -> bool:
     return parts and getattr(decoder.config, "_attn_implementation", None) in CAUSAL_WITHOUT_MASK
 
 
+def _allocated() -> int:
+    """Bytes allocated on the current CUDA device (0 without CUDA)."""
+    return torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+
+
 class _DecoderBody(nn.Module):
     """The decoder as a function of (input_ids, position_ids) alone: causal attention, no mask.
 
@@ -88,10 +96,17 @@ class DecoderGraphs:
     """The decoder's training forward and backward on right-padded batches, one recorded graph
     per (batch rows, padded length); `__call__` returns the hidden states at the batch's length."""
 
-    def __init__(self, decoder: nn.Module, pad_id: int, bucket: int = BUCKET, capture: bool = True) -> None:
+    def __init__(self, decoder: nn.Module, pad_id: int, bucket: int = BUCKET, capture: bool = True,
+                 max_bytes: int | None = None, token_bytes: int = 0) -> None:
         self.decoder, self.pad_id, self.bucket, self.capture = decoder, pad_id, bucket, capture
         self.pool: Any = None  # the graphs' shared memory pool, made at the first recording
         self.graphs: dict[tuple[int, int], tuple[Any, torch.Tensor, torch.Tensor]] = {}
+        #: Most bytes the recorded graphs may hold (None: no limit) and the bytes one padded token's
+        #: recording is expected to hold (the plan's figure, raised to what recordings measure).
+        self.max_bytes, self.token_bytes = max_bytes, token_bytes
+        self.held = 0  # bytes the recorded graphs hold now (measured at each recording)
+        self.over_budget: dict[tuple[int, int], tuple[Any, torch.Tensor, torch.Tensor]] = {}  # eager buckets
+        self.over_budget_steps = 0  # passes that ran eagerly because their bucket did not fit the budget
         self.record_s = 0.0  # seconds spent warming up and recording, all buckets
         self.recorded = 0  # buckets recorded, releases included
         self.off_reason: str | None = None  # why recording failed and the passes run eagerly
@@ -103,7 +118,11 @@ class DecoderGraphs:
     def __call__(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Hidden states [B, T, H] of a right-padded batch [B, T], through its bucket's graph."""
         rows, length = input_ids.shape
-        fn, ids, positions = self.graphs.get((rows, self.padded_length(length))) or self._record(rows, length, input_ids)
+        key = (rows, self.padded_length(length))
+        entry = self.graphs.get(key) or self.over_budget.get(key) or self._record(rows, length, input_ids)
+        if key in self.over_budget:
+            self.over_budget_steps += 1
+        fn, ids, positions = entry
         ids[:, :length].copy_(input_ids)
         ids[:, length:].fill_(self.pad_id)
         return fn(ids, positions)[:, :length]
@@ -115,6 +134,10 @@ class DecoderGraphs:
         ids = torch.full((rows, width), self.pad_id, dtype=like.dtype, device=like.device)
         positions = torch.arange(width, device=like.device).expand(rows, width).contiguous()
         body = _DecoderBody(self.decoder)
+        if self.capture and not self.fits(rows * width):
+            self.over_budget[(rows, width)] = entry = (body, ids, positions)
+            return entry
+        before = _allocated()
         if self.capture:
             try:
                 if self.pool is None:
@@ -130,12 +153,22 @@ class DecoderGraphs:
                     torch.cuda.synchronize()
                 body = _DecoderBody(self.decoder)
         self.graphs[(rows, width)] = entry = (body, ids, positions)
+        if self.capture:  # what this bucket's graphs keep: static inputs, outputs, saved activations
+            used = max(0, _allocated() - before)
+            self.held += used
+            self.token_bytes = max(self.token_bytes, used // (rows * width))
         self.record_s += time.perf_counter() - t0
         self.recorded += 1
         return entry
 
+    def fits(self, tokens: int) -> bool:
+        """Whether a bucket of this many padded tokens may be recorded within the byte budget."""
+        return self.max_bytes is None or self.held + tokens * self.token_bytes <= self.max_bytes
+
     def release(self) -> None:
         """Drop every recorded graph and give their memory pool back to the device."""
+        self.over_budget.clear()
+        self.held = 0
         if not self.graphs:
             return
         self.graphs.clear()

@@ -461,3 +461,28 @@ def test_the_loop_compiles_its_layers_when_the_setting_says_so(cache, monkeypatc
     assert calls == []
     run(base_config(cache, steps=2, eval_every=2, compile="on"), condition="sft")
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize("rows", [1, 4, 6, 100])
+def test_dev_gradient_in_row_chunks_equals_the_whole_batch_gradient(one_batch, rows):
+    from types import SimpleNamespace
+
+    from trainables.loop import dev_grads, row_chunks
+
+    span, batch, *_ = one_batch
+    params = [p for p in span.parameters() if p.requires_grad]
+    span.model.eval()  # what dev_grads runs in (it leaves the model in training mode afterwards)
+    logits = span(batch.input_ids, batch.attention_mask, batch.position_ids, batch.rows, batch.cols)
+    want = torch.autograd.grad(answer_ce(logits, batch.targets).mean(), params)
+
+    chunks = row_chunks(batch, rows)
+    assert sum(c.n_tokens for c in chunks) == batch.n_tokens
+    assert all(c.input_ids.shape[0] <= rows for c in chunks)
+    assert all(int(c.attention_mask[:, -1].sum()) > 0 for c in chunks)  # trimmed to a real last column
+    state = SimpleNamespace(dev_batch=lambda: batch, dev_draws=0, cfg=SimpleNamespace(train=SimpleNamespace(
+        batch_size=rows)), world=1, device=CPU, model=span.model, plain_span=span, params=params)
+    got = dev_grads(state)
+    assert state.dev_draws == 1 and span.model.training
+    span.model.eval()  # as the module's fixture left it
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-7)  # float32 sums in another order

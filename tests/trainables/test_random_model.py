@@ -187,3 +187,25 @@ def test_llama3_pre_tokenisation():
     split = pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated")
     pieces = [p for p, _ in split.pre_tokenize_str("I'll pay 12345 now!! ok")]
     assert pieces == ["I", "'ll", " pay", " ", "123", "45", " now", "!!", " ok"]
+
+
+def test_seeded_weights_follow_llamas_initialisation_and_the_seed():
+    """seeded_model: same seed, same weights; another seed, others; N(0, 0.02²) matrices, unit norms,
+    a zero padding row, tied head, and the rotary tables transformers' own construction gives."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    from trainables.random_model import seeded_model
+
+    config = LlamaConfig(**{**ARCHITECTURES["llama-test"], "hidden_size": 128, "intermediate_size": 256},
+                         pad_token_id=2)
+    a, b, c = seeded_model(config, 0), seeded_model(config, 0), seeded_model(config, 1)
+    assert all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(a.model.layers[0].mlp.up_proj.weight, c.model.layers[0].mlp.up_proj.weight)
+    w = a.model.layers[1].self_attn.q_proj.weight.float()
+    assert abs(w.mean().item()) < 1e-3 and abs(w.std().item() - 0.02) < 1e-3
+    assert torch.equal(a.model.layers[0].input_layernorm.weight, torch.ones(128, dtype=torch.bfloat16))
+    assert a.model.embed_tokens.weight[2].abs().sum() == 0 and a.model.embed_tokens.weight[3].abs().sum() > 0
+    assert a.lm_head.weight is a.model.embed_tokens.weight
+    ref = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    for (name, x), (_, y) in zip(a.named_buffers(), ref.named_buffers()):
+        assert torch.equal(x, y), name

@@ -201,3 +201,46 @@ def test_a_failed_capture_turns_graphs_off_for_the_trial_and_it_steps_eagerly(ti
     assert "CUDA graphs off for this trial" in capsys.readouterr().out
     _logits_and_grads(span, b)  # later batches do not try again
     assert graphs.shapes == 1
+
+
+def test_buckets_beyond_the_byte_budget_step_eagerly_with_the_same_results(tiny_dir, monkeypatch):
+    """Recording is simulated (the body itself stands for its graphs, each recording 'holding' 3 bytes
+    a padded token): buckets are recorded while they fit the budget, later ones run eagerly, the
+    measured bytes replace the plan's estimate, and a release starts the budget afresh."""
+    import trainables.train_graphs as tg
+
+    model, tok = _lora_student(tiny_dir)
+    decoder = model.get_base_model().get_decoder()
+    held = {"bytes": 0}
+
+    def record(body, sample, **kwargs):
+        rows, width = sample[0].shape
+        held["bytes"] += 3 * rows * width  # what this recording keeps allocated
+        return body
+
+    monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: "pool")
+    monkeypatch.setattr(torch.cuda, "make_graphed_callables", record)
+    monkeypatch.setattr(tg, "_allocated", lambda: held["bytes"])
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    # Budget: the 1×64 and 1×128 buckets (3 × 192 bytes) but not also the 1×192 one; the plan guessed 1 byte/token.
+    graphs = DecoderGraphs(decoder, tok.pad_token_id, capture=True, max_bytes=3 * 192 + 10, token_bytes=1)
+    plain = DecoderGraphs(decoder, tok.pad_token_id, capture=False)
+    ids = torch.randint(3, 100, (1, 150))
+    for length in (10, 100, 150, 150, 20):
+        torch.testing.assert_close(graphs(ids[:, :length]), plain(ids[:, :length]))
+    assert sorted(graphs.graphs) == [(1, 64), (1, 128)] and list(graphs.over_budget) == [(1, 192)]
+    assert graphs.held == 3 * 192 and graphs.token_bytes == 3 and graphs.over_budget_steps == 2
+    assert not graphs.fits(64) and graphs.fits(0)
+    graphs.release()
+    assert graphs.held == 0 and not graphs.graphs and not graphs.over_budget
+    graphs(ids[:, :150])  # after a release the long bucket fits first
+    assert list(graphs.graphs) == [(1, 192)] and graphs.over_budget_steps == 2
+
+
+def test_unbounded_graphs_record_every_bucket(tiny_dir):
+    model, tok = _lora_student(tiny_dir)
+    graphs = DecoderGraphs(model.get_base_model().get_decoder(), tok.pad_token_id, capture=False)
+    for length in (10, 100, 150):
+        graphs(torch.randint(3, 100, (2, length)))
+    assert graphs.shapes == 3 and graphs.max_bytes is None and not graphs.over_budget

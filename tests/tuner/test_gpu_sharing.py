@@ -68,3 +68,29 @@ def test_cache_builds_of_one_teacher_share_a_process_unless_each_has_a_gpu():
     assert cache_build_groups(["checkpoint", "fewshot", "zeroshot"], 1.0) == [["fewshot", "zeroshot"], ["checkpoint"]]
     assert cache_build_groups(["checkpoint", "fewshot", "zeroshot"], 4.0) == [["checkpoint"], ["fewshot"], ["zeroshot"]]
     assert cache_build_groups(["zeroshot"], 1.0) == [["zeroshot"]] and cache_build_groups([], 1.0) == []
+
+
+def test_training_graphs_get_what_the_share_leaves_beside_a_worst_case_step(monkeypatch):
+    """graph_budget_bytes on a pretend 80 GiB GPU shared by two trials, against the plan's own terms
+    worked out by hand for the 3B shape (8 rows × 512 tokens, 3072 × 28, 56 B; 8 × 64 answer
+    tokens × 128,256 × 4 B × 4 copies)."""
+    from types import SimpleNamespace
+
+    from transformers import LlamaConfig
+
+    from trainables.memory_plan import GB, graph_budget_bytes, step_bytes
+    from trainables.random_shapes import ARCHITECTURES
+
+    config = LlamaConfig(**ARCHITECTURES["llama-3.2-3b"])
+    cfg = TrialConfig.model_validate({"train": {"batch_size": 8}, "data": {"max_student_len": 512},
+                                      "resources": {"use_gpu": True, "gpus_per_worker": 0.5}})
+    want_step = 8 * 512 * 3072 * 28 * 56 + 8 * 64 * 128_256 * 4 * 4
+    assert step_bytes(cfg, config) == want_step
+    held = {"bytes": 7 * GB}
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: SimpleNamespace(total_memory=80 * GB))
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d=None: held["bytes"])
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d=None: held["bytes"] + GB)
+    cuda = torch.device("cuda", 0)
+    assert graph_budget_bytes(cfg, config, cuda) == int(80 * GB * 0.5 * 0.9) - 8 * GB - want_step
+    held["bytes"] = 30 * GB  # nothing left beside the step: no graphs, never a negative budget
+    assert graph_budget_bytes(cfg, config, cuda) == 0
