@@ -65,10 +65,15 @@ def transient_reason(err: BaseException) -> str | None:
 def one_line(err: BaseException) -> str:
     """The innermost meaningful line of an error, for the sweep's output."""
     lines = [ln.strip() for ln in failure_text(err).splitlines() if ln.strip()]
-    for marker in DETERMINISTIC_MARKERS + tuple(m for m, _ in TRANSIENT_MARKERS):
+    for marker in DETERMINISTIC_MARKERS:
         hits = [ln for ln in lines if marker in ln]
         if hits:
             return hits[-1][:300]
+    for marker, reason in TRANSIENT_MARKERS:
+        hits = [ln for ln in lines if marker in ln]
+        if hits:  # Ray may have cut the line's head off (", this process has 41.72 GiB ..."): name the reason
+            line = hits[-1].lstrip(",;: ")
+            return (line if line.lower().startswith(reason.lower()) else f"{reason}: {line}")[:300]
     return (lines[-1] if lines else type(err).__name__)[:300]
 
 

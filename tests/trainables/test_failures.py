@@ -48,6 +48,18 @@ def test_one_line_names_the_cause():
     assert one_line(err) == "FloatingPointError: non-finite loss at step 7"
 
 
+def test_one_line_names_an_oom_whose_head_ray_cut_off():
+    """Ray Train shortens a worker's error to its tail: the line left must still say what happened
+    (the text is what one H100 run printed, 2026-12-07)."""
+    tail = (", this process has 41.72 GiB memory in use. Of the allocated memory 40.36 GiB is allocated by "
+            "PyTorch, with 16.39 GiB allocated in private pools (e.g., CUDA Graphs)")
+    err = wrapped(RuntimeError("Training failed due to worker errors:\n... (Output truncated) ...\n" + tail))
+    line = one_line(err)
+    assert line.startswith("GPU out of memory: this process has 41.72 GiB memory in use") and "\n" not in line
+    whole = wrapped(RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert one_line(whole) == "GPU out of memory: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+
+
 class FakeTrainer:
     """A TorchTrainer stand-in whose fit() raises the scripted errors in turn, then succeeds."""
 
