@@ -167,6 +167,9 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
         # trial reports a running total), and the most padded lengths one interval used.
         "graph_record_s": round(max((r.get(time_key("graph_record_s"), 0.0) for r in rows), default=0.0), 1),
         "graph_shapes": int(max((r.get(train_key("graph_shapes"), 0) for r in rows), default=0)),
+        # Their memory (largest in one interval) and the passes their byte budget sent eager (running total).
+        "graph_gb": round(max((r.get(train_key("graph_gb"), 0.0) for r in rows), default=0.0), 1),
+        "graph_over_budget_steps": int(max((r.get(train_key("graph_over_budget_steps"), 0) for r in rows), default=0)),
         "test_avg": rows[-1].get(eval_key(ALL, AVG, split="test")),
     }
 
@@ -381,12 +384,13 @@ def render(r: dict[str, Any]) -> str:
             lines.append("  forward by task: " + ", ".join(
                 f"{t} {f['s']}s {f['pct_of_bf16_peak']}%" for t, f in c["forward_by_task"].items()))
     lines += ["", f"{'trial':<22} {'status':<18} {'start s':>7} {'setup s':>7} {'wait s':>6} {'1st step s':>10} {'train tok/s':>11} "
-              f"{'step s':>7} {'graphs s':>8} {'eval s':>7} {'gen tok/s':>9} {'ex/s':>6} {'peak GB':>7} {'wall s':>7}"]
+              f"{'step s':>7} {'graphs s':>8} {'graph GB':>8} {'eager':>5} {'eval s':>7} {'gen tok/s':>9} {'ex/s':>6} {'peak GB':>7} {'wall s':>7}"]
     for label, t in r["trials"].items():
         lines.append(f"{label:<22} {t.get('status', ''):<18} {t.get('startup_s', 0):>7} "
                      f"{t.get('setup_s') or '-':>7} {t.get('cache_wait_s') or '-':>6} {t.get('first_step_s') or '-':>10} "
                      f"{t.get('train_tok_per_s') or '-':>11} {t.get('step_s') or '-':>7} "
-                     f"{t.get('graph_record_s') or '-':>8} {t.get('eval_s', 0):>7} "
+                     f"{t.get('graph_record_s') or '-':>8} {t.get('graph_gb') or '-':>8} "
+                     f"{t.get('graph_over_budget_steps') or '-':>5} {t.get('eval_s', 0):>7} "
                      f"{t.get('gen_tok_per_s') or '-':>9} {t.get('gen_examples_per_s') or '-':>6} "
                      f"{t.get('peak_gpu_gb') or '-':>7} {round(t.get('wall_s', 0)):>7}")
     pj = r["projection_full_study"]
