@@ -1,10 +1,17 @@
-"""The order a sweep's trials start in: the longest first.
+"""The order a sweep's trials start in: those that need no teacher cache the sweep is still
+building, then the rest; each group longest first.
 
 Tune starts trials in the order it is given them, as many at a time as fit. With the study's
 order (sft, base, fewshot, control, then the distill trials) the three evaluation-only or short
 trials went first and the slowest one (meta-λ, whose probe steps back-propagate every task's KD
 apart) started last, so the sweep ended with it running alone (H200 study runs 5 and 6). Starting
 the longest trials first lets the short ones fill the slots that free up near the end.
+
+But a trial that needs a cache holds its slot idle until the cache is built: on one H100 (study
+run 8, two trials at a time) meta-λ started first and waited 110 s for the caches while base and
+fewshot, which need none, could not start, and the sweep ran out of time with both unstarted. So
+while caches build, the trials that need none (SFT, base, few-shot) go first, and those that need
+one start as slots free up, by when their cache is (nearly) ready.
 
 The estimate is relative, in seconds of the H200 study bench (3B LoRA, batch 8, eager steps):
 what matters is the order it gives, not its absolute value.
@@ -13,7 +20,7 @@ what matters is the order it gives, not its absolute value.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Collection, Sequence
 
 from trainables.config import TrialConfig
 
@@ -49,6 +56,16 @@ def trial_cost(trial: TrialConfig) -> float:
     examples = pairs * (dev_evals * ev.dev_per_pair + ev.test_per_pair)
     per_example = EVAL_EXAMPLE_S * (FEWSHOT_EVAL_FACTOR if v.condition == "fewshot" else 1.0)
     return steps * step_s + examples * per_example
+
+
+def launch_order(trials: Sequence[TrialConfig], building: Collection[str] = ()) -> list[TrialConfig]:
+    """The trials that need none of the `building` teacher-cache modes, then the others; each group
+    longest first (with nothing building: simply longest first)."""
+    def waits(t: TrialConfig) -> bool:
+        return t.variant.uses_teacher and t.variant.teacher_mode in building
+
+    ordered = longest_first(trials)
+    return [t for t in ordered if not waits(t)] + [t for t in ordered if waits(t)]
 
 
 def longest_first(trials: Sequence[TrialConfig]) -> list[TrialConfig]:

@@ -96,6 +96,7 @@ class CacheBuilds:
         import threading
 
         self.paths, self.out = paths, out
+        self.building = frozenset(m for group in pending for m in group)  # modes built by this sweep
         self.failed: dict[str, str] = {}  # mode -> one-line reason
         self._thread = threading.Thread(target=self._watch, args=(pending,), daemon=True, name="cache-builds")
         self._thread.start()
@@ -353,7 +354,7 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     from analysis.render import render
     from analysis.study import sweep_delta_table
     from trainables.trainable import run_trial
-    from tuner.launch_order import longest_first
+    from tuner.launch_order import launch_order
 
     storage.mkdir(parents=True, exist_ok=True)
     dashboard = init_ray()
@@ -366,7 +367,7 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     # waits for it before its first step; a build asks for no more of a GPU than one trial.
     share = spec.resources.gpus_per_worker if spec.resources.use_gpu else None
     builds = start_cache_builds(spec, cache_root, out, gpu_cap=share if isinstance(share, float) else None)
-    trials = longest_first(spec.trial_configs(str(experiment_dir), builds.paths))
+    trials = launch_order(spec.trial_configs(str(experiment_dir), builds.paths), builds.building)
     concurrent = max_concurrent(spec, ray.cluster_resources())
     print(f"sweep {spec.name}: {len(trials)} trials, up to {concurrent} at a time -> {experiment_dir}", file=out)
 

@@ -9,6 +9,7 @@ from tuner.launch_order import (
     FEWSHOT_EVAL_FACTOR,
     SPLIT_GRADIENT_FACTOR,
     STEP_S,
+    launch_order,
     longest_first,
     trial_cost,
 )
@@ -45,3 +46,17 @@ def test_equal_costs_keep_the_sweeps_order():
     ts = trials()
     twins = [ts[0], ts[0].model_copy(update={"experiment_dir": "/tmp/y"})]
     assert longest_first(twins) == twins
+
+
+def test_while_caches_build_the_trials_that_need_none_start_first():
+    """Study run 8 (one H100, two at a time): meta-λ held a slot 110 s waiting for the caches while
+    base and fewshot, which need none, waited to start."""
+    ts = trials()
+    order = [t.variant.label for t in launch_order(ts, {"fewshot", "zeroshot"})]
+    assert order[:3] == ["sft", "fewshot", "base"]  # no cache, longest first
+    assert order[3] == "distill meta" and set(order[4:]) == {"control λ=0.5", "distill λ=0.5", "distill λ=0.05"}
+    # Only the few-shot cache building: control (zero-shot teacher, cache found) may start early too.
+    partly = [t.variant.label for t in launch_order(ts, {"fewshot"})]
+    assert partly[:4] == ["sft", "control λ=0.5", "fewshot", "base"] and partly[4] == "distill meta"
+    # Nothing building: plain longest first.
+    assert launch_order(ts) == longest_first(ts) == launch_order(ts, set())
