@@ -169,6 +169,7 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "graph_shapes": int(max((r.get(train_key("graph_shapes"), 0) for r in rows), default=0)),
         # Their memory (largest in one interval) and the passes their byte budget sent eager (running total).
         "graph_gb": round(max((r.get(train_key("graph_gb"), 0.0) for r in rows), default=0.0), 1),
+        "graph_reserved_gb": round(max((r.get(train_key("graph_reserved_gb"), 0.0) for r in rows), default=0.0), 1),
         "graph_over_budget_steps": int(max((r.get(train_key("graph_over_budget_steps"), 0) for r in rows), default=0)),
         "test_avg": rows[-1].get(eval_key(ALL, AVG, split="test")),
     }

@@ -546,7 +546,8 @@ def evaluation_report(state: TrainState, step: int, eval_index: int, extra: dict
     if graphs is not None:  # the training graphs' memory goes to evaluation; recorded again after
         metrics.update({train_key("graph_shapes"): graphs.shapes, time_key("graph_record_s"): graphs.record_s,
                         train_key("graph_over_budget_steps"): graphs.over_budget_steps,
-                        train_key("graph_gb"): graphs.held / 2**30})
+                        train_key("graph_gb"): graphs.held / 2**30,
+                        train_key("graph_reserved_gb"): graphs.reserved_growth / 2**30})
         graphs.release()
     # Decoding runs eager: compiled layers would recompile for every new sequence length.
     with torch.compiler.set_stance("force_eager"):

@@ -68,6 +68,11 @@ def _allocated() -> int:
     return torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
 
 
+def _reserved() -> int:
+    """Bytes the caching allocator holds on the current CUDA device (0 without CUDA)."""
+    return torch.cuda.memory_reserved() if torch.cuda.is_available() else 0
+
+
 class _DecoderBody(nn.Module):
     """The decoder as a function of (input_ids, position_ids) alone: causal attention, no mask.
 
@@ -104,7 +109,10 @@ class DecoderGraphs:
         #: Most bytes the recorded graphs may hold (None: no limit) and the bytes one padded token's
         #: recording is expected to hold (the plan's figure, raised to what recordings measure).
         self.max_bytes, self.token_bytes = max_bytes, token_bytes
-        self.held = 0  # bytes the recorded graphs hold now (measured at each recording)
+        self.held = 0  # bytes the recorded graphs keep allocated now (measured at each recording)
+        #: Bytes the allocator reserved more during the recordings since the last release: the graphs'
+        #: pool, whose freed blocks only its graphs may reuse, and any growth of the eager warm-ups' cache.
+        self.reserved_growth = 0
         self.over_budget: dict[tuple[int, int], tuple[Any, torch.Tensor, torch.Tensor]] = {}  # eager buckets
         self.over_budget_steps = 0  # passes that ran eagerly because their bucket did not fit the budget
         self.record_s = 0.0  # seconds spent warming up and recording, all buckets
@@ -137,7 +145,7 @@ class DecoderGraphs:
         if self.capture and not self.fits(rows * width):
             self.over_budget[(rows, width)] = entry = (body, ids, positions)
             return entry
-        before = _allocated()
+        before, before_reserved = _allocated(), _reserved()
         if self.capture:
             try:
                 if self.pool is None:
@@ -156,6 +164,7 @@ class DecoderGraphs:
         if self.capture:  # what this bucket's graphs keep: static inputs, outputs, saved activations
             used = max(0, _allocated() - before)
             self.held += used
+            self.reserved_growth += max(0, _reserved() - before_reserved)
             self.token_bytes = max(self.token_bytes, used // (rows * width))
         self.record_s += time.perf_counter() - t0
         self.recorded += 1
@@ -168,7 +177,7 @@ class DecoderGraphs:
     def release(self) -> None:
         """Drop every recorded graph and give their memory pool back to the device."""
         self.over_budget.clear()
-        self.held = 0
+        self.held = self.reserved_growth = 0
         if not self.graphs:
             return
         self.graphs.clear()

@@ -221,6 +221,7 @@ def test_buckets_beyond_the_byte_budget_step_eagerly_with_the_same_results(tiny_
     monkeypatch.setattr(torch.cuda, "graph_pool_handle", lambda: "pool")
     monkeypatch.setattr(torch.cuda, "make_graphed_callables", record)
     monkeypatch.setattr(tg, "_allocated", lambda: held["bytes"])
+    monkeypatch.setattr(tg, "_reserved", lambda: 5 * held["bytes"])  # the pool caches more than it keeps
     monkeypatch.setattr(torch.cuda, "synchronize", lambda: None)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     # Budget: the 1×64 and 1×128 buckets (3 × 192 bytes) but not also the 1×192 one; the plan guessed 1 byte/token.
@@ -231,9 +232,10 @@ def test_buckets_beyond_the_byte_budget_step_eagerly_with_the_same_results(tiny_
         torch.testing.assert_close(graphs(ids[:, :length]), plain(ids[:, :length]))
     assert sorted(graphs.graphs) == [(1, 64), (1, 128)] and list(graphs.over_budget) == [(1, 192)]
     assert graphs.held == 3 * 192 and graphs.token_bytes == 3 and graphs.over_budget_steps == 2
+    assert graphs.reserved_growth == 5 * 3 * 192
     assert not graphs.fits(64) and graphs.fits(0)
     graphs.release()
-    assert graphs.held == 0 and not graphs.graphs and not graphs.over_budget
+    assert graphs.held == 0 and graphs.reserved_growth == 0 and not graphs.graphs and not graphs.over_budget
     graphs(ids[:, :150])  # after a release the long bucket fits first
     assert list(graphs.graphs) == [(1, 192)] and graphs.over_budget_steps == 2
 
