@@ -240,6 +240,9 @@ def _sharded_eval_worker(rank: int, world: int, port: int, out: str) -> None:
         seen = len(items[rank::world])
         metrics, rows = evaluate(model, tok, items, cfg, CPU, rank, world)
         torch.save({"metrics": metrics, "rows": rows, "seen": seen, "n": len(items)}, f"{out}/{rank}.pt")
+        # Leave together: a rank that tears the gloo group down while another is still in a
+        # collective can abort (SIGABRT, "terminate called without an active exception").
+        torch.distributed.barrier()
     finally:
         torch.distributed.destroy_process_group()
 

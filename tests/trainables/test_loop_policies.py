@@ -373,6 +373,7 @@ def _ddp_worker(rank: int, world: int, cfg_json: str, port: int, out: str) -> No
             model = run_worker(cfg, "t", rank, world, CPU, reports.append, wrap_ddp=DistributedDataParallel)
             if rank == 0:
                 torch.save({"weights": model.state_dict(), "reports": reports}, Path(out) / f"{i}.pt")
+        torch.distributed.barrier()  # leave together (see _sharded_eval_worker in test_evaluate.py)
     finally:
         torch.distributed.destroy_process_group()
 
