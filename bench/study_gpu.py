@@ -120,6 +120,10 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
     seen = train_key("student_tokens_seen") if train_key("student_tokens_seen") in rows[-1] else train_key("tokens_seen")
     train_k, eval_k = time_key("train_s"), time_key("eval_s")
 
+    def most(key: str) -> float:
+        """The largest value any report gave this key (0 when none did)."""
+        return max((r.get(key, 0.0) for r in rows), default=0.0)
+
     def gen(r: dict[str, Any], name: str, zero: float) -> float:
         return r.get(gen_key(name), zero) + r.get(on_test(gen_key(name)), zero)
 
@@ -162,15 +166,15 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "gen_examples": int(gen_examples),
         "gen_tok_per_s": round(gen_tokens / gen_s) if gen_s else None,
         "gen_examples_per_s": round(gen_examples / gen_s, 1) if gen_s else None,
-        "peak_gpu_gb": round(max((r.get(mem_key("peak_gpu_gb"), 0.0) for r in rows), default=0.0), 1) or None,
+        "peak_gpu_gb": round(most(mem_key("peak_gpu_gb")), 1) or None,
         # Recorded decoder passes (train.cuda_graphs): seconds spent recording them so far (the
         # trial reports a running total), and the most padded lengths one interval used.
-        "graph_record_s": round(max((r.get(time_key("graph_record_s"), 0.0) for r in rows), default=0.0), 1),
-        "graph_shapes": int(max((r.get(train_key("graph_shapes"), 0) for r in rows), default=0)),
+        "graph_record_s": round(most(time_key("graph_record_s")), 1),
+        "graph_shapes": int(most(train_key("graph_shapes"))),
         # Their memory (largest in one interval) and the passes their byte budget sent eager (running total).
-        "graph_gb": round(max((r.get(train_key("graph_gb"), 0.0) for r in rows), default=0.0), 1),
-        "graph_reserved_gb": round(max((r.get(train_key("graph_reserved_gb"), 0.0) for r in rows), default=0.0), 1),
-        "graph_over_budget_steps": int(max((r.get(train_key("graph_over_budget_steps"), 0) for r in rows), default=0)),
+        "graph_gb": round(most(train_key("graph_gb")), 1),
+        "graph_reserved_gb": round(most(train_key("graph_reserved_gb")), 1),
+        "graph_over_budget_steps": int(most(train_key("graph_over_budget_steps"))),
         "test_avg": rows[-1].get(eval_key(ALL, AVG, split="test")),
     }
 

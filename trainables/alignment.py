@@ -133,3 +133,17 @@ def collate(
         targets=torch.tensor(targets, dtype=torch.long),
         kd_cols=torch.tensor(kd_cols, dtype=torch.long),
     )
+
+
+def row_chunks(batch: Batch, rows: int) -> list[Batch]:
+    """The batch split into consecutive chunks of ≤ `rows` rows, each cut to its last real column."""
+    out = []
+    for lo in range(0, batch.input_ids.shape[0], rows):
+        hi = min(lo + rows, batch.input_ids.shape[0])
+        keep = (batch.rows >= lo) & (batch.rows < hi)
+        mask = batch.attention_mask[lo:hi]
+        width = int(mask.any(dim=0).nonzero().max()) + 1 if bool(mask.any()) else mask.shape[1]
+        out.append(Batch(input_ids=batch.input_ids[lo:hi, :width], attention_mask=mask[:, :width],
+                         position_ids=batch.position_ids[lo:hi, :width], rows=batch.rows[keep] - lo,
+                         cols=batch.cols[keep], targets=batch.targets[keep], kd_cols=batch.kd_cols[keep]))
+    return [c for c in out if c.n_tokens > 0]

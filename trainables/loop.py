@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from trainables import checkpoints, faults
-from trainables.alignment import Batch, collate, encode
+from trainables.alignment import Batch, collate, encode, row_chunks
 from trainables.config import TrialConfig, train_compile_enabled
 from trainables.data import TrainExample, available_langs, close_with_eos, load_records, subset, training_set
 from trainables.evaluate import eval_items, evaluate
@@ -339,10 +339,10 @@ def record_decoder_passes(state: TrainState) -> DecoderGraphs:
     padded, unmasked passes run eagerly (what the CPU tests check)."""
     assert state.plain_span is not None
     capture = state.device.type == "cuda"
-    config = causal_lm(state.model).config
-    budget = graph_budget_bytes(state.cfg, config, state.device) if capture else None
-    graphs = DecoderGraphs(causal_lm(state.model).get_decoder(), state.tokenizer.pad_token_id, capture=capture,
-                           max_bytes=budget, token_bytes=token_activation_bytes(state.cfg, config))
+    lm = causal_lm(state.model)
+    budget = graph_budget_bytes(state.cfg, lm.config, state.device) if capture else None
+    graphs = DecoderGraphs(lm.get_decoder(), state.tokenizer.pad_token_id, capture=capture,
+                           max_bytes=budget, token_bytes=token_activation_bytes(state.cfg, lm.config))
     state.plain_span.graphs = graphs
     return graphs
 
@@ -413,20 +413,6 @@ def dev_grads(state: TrainState) -> list[torch.Tensor]:
         return grads
     finally:
         state.model.train()
-
-
-def row_chunks(batch: Batch, rows: int) -> list[Batch]:
-    """The batch split into consecutive chunks of ≤ `rows` rows, each cut to its last real column."""
-    out = []
-    for lo in range(0, batch.input_ids.shape[0], rows):
-        hi = min(lo + rows, batch.input_ids.shape[0])
-        keep = (batch.rows >= lo) & (batch.rows < hi)
-        mask = batch.attention_mask[lo:hi]
-        width = int(mask.any(dim=0).nonzero().max()) + 1 if bool(mask.any()) else mask.shape[1]
-        out.append(Batch(input_ids=batch.input_ids[lo:hi, :width], attention_mask=mask[:, :width],
-                         position_ids=batch.position_ids[lo:hi, :width], rows=batch.rows[keep] - lo,
-                         cols=batch.cols[keep], targets=batch.targets[keep], kd_cols=batch.kd_cols[keep]))
-    return [c for c in out if c.n_tokens > 0]
 
 
 def train_step(state: TrainState, step: int) -> dict[str, float]:

@@ -86,17 +86,19 @@ def trial_bytes(cfg: TrialConfig, config: Any, trains: bool = True) -> int:
     return int((need + max(training, evaluation)) * ALLOCATOR_SLACK)
 
 
-def share_bytes(cfg: TrialConfig, device: torch.device) -> int:
-    """Bytes of the GPU this trial may use: its share (resources.gpus_per_worker) of the device, ×USABLE."""
+def free_in_share(cfg: TrialConfig, device: torch.device) -> int:
+    """Bytes of this trial's GPU share (resources.gpus_per_worker of the device, ×USABLE) that the
+    process does not hold now (allocated or cached); negative when it holds more than its share."""
     share = cfg.resources.gpus_per_worker if isinstance(cfg.resources.gpus_per_worker, float) else 1.0
-    return int(torch.cuda.get_device_properties(device).total_memory * min(1.0, share) * USABLE)
+    total = torch.cuda.get_device_properties(device).total_memory
+    held = max(torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device))
+    return int(total * min(1.0, share) * USABLE) - held
 
 
 def graph_budget_bytes(cfg: TrialConfig, config: Any, device: torch.device) -> int:
-    """Bytes this trial's recorded training graphs may hold: its GPU share minus what the process
-    holds now (weights, optimizer) and a worst-case eager step (one that does not fit runs eagerly)."""
-    held = max(torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device))
-    return max(0, share_bytes(cfg, device) - held - step_bytes(cfg, config))
+    """Bytes this trial's recorded training graphs may hold: what its GPU share leaves free now
+    (beside weights, optimizer) less a worst-case eager step (one that does not fit runs eagerly)."""
+    return max(0, free_in_share(cfg, device) - step_bytes(cfg, config))
 
 
 def trials_per_gpu(need_bytes: int, gpu_bytes: int) -> int:
@@ -112,5 +114,4 @@ def eval_budget_bytes(cfg: TrialConfig, device: torch.device) -> int:
     floor = int(cfg.eval.memory_gb * GB)
     if device.type != "cuda":
         return floor
-    held = max(torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device))
-    return max(floor, share_bytes(cfg, device) - held)
+    return max(floor, free_in_share(cfg, device))

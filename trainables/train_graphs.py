@@ -20,10 +20,12 @@ How, and why it is exact:
   grad_conflict and meta-λ, on the steps they ask for it) and every forward outside training mode
   (evaluation, meta-λ's dev gradient) run the eager decoder: a recorded backward frees its saved
   activations as it goes, so it can be replayed once per forward only.
-- Each recorded bucket keeps its forward's saved activations allocated between replays (the
-  backward graph reads them at fixed addresses), so the graphs' memory is the *sum* of their
-  buckets' activations (on one H100, seven buckets of 8 rows of the 3B model held 16–19 GB and two
-  trials sharing the GPU ran out of memory). The graphs therefore get a byte budget (`max_bytes`,
+- All graphs of a trial record into one memory pool, and the pool's blocks stay reserved for those
+  graphs between replays (the forward writes and the backward reads its activations at fixed
+  addresses), so the pool grows with every bucket recorded: on one H100, seven buckets of 8 rows of
+  the 3B model held 16–19 GB and two trials sharing the GPU ran out of memory (study run 7). What
+  the recordings keep *allocated* is far less (0.5–0.6 GB for three buckets in run 8); both are
+  reported (`held`, `reserved_growth`). The graphs therefore get a byte budget (`max_bytes`,
   what the trial's GPU share leaves beside a worst-case eager step: trainables/memory_plan.py):
   a batch whose bucket would overflow it steps eagerly, padded the same. Buckets are recorded as
   they first come, so the common ones, which come first, are the ones recorded. The graphs are

@@ -468,7 +468,8 @@ def test_the_loop_compiles_its_layers_when_the_setting_says_so(cache, monkeypatc
 def test_dev_gradient_in_row_chunks_equals_the_whole_batch_gradient(one_batch, rows):
     from types import SimpleNamespace
 
-    from trainables.loop import dev_grads, row_chunks
+    from trainables.alignment import row_chunks
+    from trainables.loop import dev_grads
 
     span, batch, *_ = one_batch
     params = [p for p in span.parameters() if p.requires_grad]
