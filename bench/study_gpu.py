@@ -166,6 +166,10 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "gen_examples": int(gen_examples),
         "gen_tok_per_s": round(gen_tokens / gen_s) if gen_s else None,
         "gen_examples_per_s": round(gen_examples / gen_s, 1) if gen_s else None,
+        # Decoding forwards (prefills included) and prefills: with continuous batching, the
+        # steps approach generated tokens / rows, plus each length group's last answers.
+        "gen_decode_steps": int(sum(gen(r, "decode_steps", 0) for r in rows)),
+        "gen_prefills": int(sum(gen(r, "batches", 0) for r in rows)),
         "peak_gpu_gb": round(most(mem_key("peak_gpu_gb")), 1) or None,
         # Recorded decoder passes (train.cuda_graphs): seconds spent recording them so far (the
         # trial reports a running total), and the most padded lengths one interval used.

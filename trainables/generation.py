@@ -1,11 +1,14 @@
-"""Greedy decoding for evaluation: length-sorted batches sized by a memory budget, a KV cache,
-vocabulary logits only at the last position, and each batch stopped as soon as every sequence
-has ended (EOS or a token that contains a stop string).
+"""Greedy decoding for evaluation: length-sorted prompts streamed through decoding rows sized by a
+memory budget (continuous batching), a KV cache, vocabulary logits only at the last position,
+and each sequence ended at EOS, a token that contains a stop string, or its own token budget.
 
 Why not `model.generate`: on a 3B model it computed a step in ~70 ms whatever the batch, ran
-every batch to its token budget, and its batch was a fixed 32 (issue 11). Here the batch is as
-large as the memory budget allows, so the launch-bound decoding step is shared by hundreds of
-sequences, and the per-step stop check costs no host sync except every `SYNC_EVERY` steps.
+every batch to its token budget, and its batch was a fixed 32 (issue 11). Here the rows are as
+many as the memory budget allows, so the launch-bound decoding step (a recorded CUDA graph) is
+shared by hundreds of sequences; a row whose sequence has ended takes the next prompt instead of
+waiting for the longest answer of its batch (study run 8: batches of classification and tagging
+answers ran ~150 steps for ~22 generated tokens a row); and the stop check costs no host sync
+except every `SYNC_EVERY` steps.
 """
 
 from __future__ import annotations
@@ -24,22 +27,23 @@ from trainables.models import causal_lm
 
 #: Steps between two checks of "has every sequence ended?" (each check is one host sync).
 SYNC_EVERY = 4
-#: A batch holds prompts at least this fraction of its longest one's length: padding stays
-#: bounded (one 2,948-token MLQA prompt once padded a batch of ~300-token prompts to its width).
+#: A group holds prompts at least this fraction of its longest one's length: the KV cache's width
+#: stays bounded (one 2,948-token MLQA prompt once padded a batch of ~300-token prompts to its width).
 MIN_LENGTH_RATIO = 0.5
 
 
 @dataclass
 class GenerationStats:
-    """What one `greedy_generate` call did: sequences, batches, generated and prompt tokens."""
+    """What one `greedy_generate` call did: sequences, admissions, generated and prompt tokens."""
 
     sequences: int = 0
+    #: Prefill forwards: prompts admitted into free rows together (see `_decode_group`).
     batches: int = 0
     generated_tokens: int = 0
     prompt_tokens: int = 0
     decode_steps: int = 0
     #: Sets of decoding tensors built (on CUDA with graphs, each records its step once); the
-    #: other batches reused the tensors and recorded step of the batch before them.
+    #: other length groups reused the tensors and recorded step of the group before them.
     decoders: int = 0
 
     def add(self, other: "GenerationStats") -> None:
@@ -147,15 +151,22 @@ def graphs_off_reason() -> str | None:
 
 
 class _Decoder:
-    """Decoding state for up to `rows` sequences in fixed tensors, and the step that advances it.
+    """Decoding state for `rows` sequences in fixed tensors, each row holding its own sequence, and
+    the step that advances every row at once.
 
-    `step()` feeds the last token, writes the next one at step t and updates which sequences have
-    ended; every tensor it touches keeps its address, so on CUDA the step is recorded once as a
-    graph and replayed (launching ~2,000 kernels per step from Python cost ~70 ms on a 3B model).
-    The same tensors then serve the next batch that fits them (`load`): fewer rows (the rest are
-    idle rows, ended from the start), a narrower cache (columns beyond it stay hidden), a smaller
-    token budget. Nothing from the earlier batch is visible to the next: the prefill rewrites the
-    prompt columns and the mask hides every column until it is written again."""
+    Rows are filled and refilled independently (`admit`): a row's prompt occupies columns [0, W) of
+    its cache row (W: the width of the prompts admitted with it, left-padded), and its generated
+    token t ≥ 1 goes to its own column W + t - 1. So a row whose sequence has ended can take the
+    next prompt while the others keep decoding (continuous batching): decoding steps carry
+    sequences that still generate, not rows that wait for the batch's longest answer.
+
+    `step()` feeds each row's last token at its column, writes the next token and updates which
+    sequences have ended; every tensor it touches keeps its address, so on CUDA the step is
+    recorded once as a graph and replayed (launching ~2,000 kernels per step from Python cost
+    ~70 ms on a 3B model). Rows without a live sequence run along and change nothing that a live
+    sequence can see. The same tensors then serve the next group of prompts that fits them
+    (`reset`, then `admit`): fewer rows, a narrower cache (columns beyond it stay hidden), a
+    smaller token budget."""
 
     def __init__(self, lm: nn.Module, rows: int, length: int, max_new_tokens: int, pad_id: int,
                  tables: EndTables, device: torch.device) -> None:
@@ -167,14 +178,17 @@ class _Decoder:
         self.mask = torch.zeros(rows, 1, 1, length, dtype=dtype, device=device)
         self.pos = torch.zeros(rows, 1, dtype=torch.long, device=device)
         self.inp = torch.full((rows, 1), pad_id, dtype=torch.long, device=device)
-        self.t = torch.zeros(1, dtype=torch.long, device=device)
-        self.out = torch.full((rows, max_new_tokens), pad_id, dtype=torch.long, device=device)
-        self.lengths = torch.full((rows,), max_new_tokens, dtype=torch.long, device=device)
+        #: Tokens each row has generated (the column of `out` its next token goes to).
+        self.t = torch.zeros(rows, dtype=torch.long, device=device)
+        # One spare column: an ended row keeps writing padding just past its last token.
+        self.out = torch.full((rows, max_new_tokens + 1), pad_id, dtype=torch.long, device=device)
+        self.lengths = torch.zeros(rows, dtype=torch.long, device=device)
         #: Each row's own token budget: a row ends when it has generated that many tokens.
-        self.limit = torch.full((rows,), max_new_tokens, dtype=torch.long, device=device)
-        self.done = torch.zeros(rows, dtype=torch.bool, device=device)
+        self.limit = torch.ones(rows, dtype=torch.long, device=device)
+        self.done = torch.ones(rows, dtype=torch.bool, device=device)
         self.started = torch.zeros_like(self.done)
-        self.ids = self.padding = torch.empty(0)
+        self.every_row = torch.arange(rows, device=device)
+        self.reset()
 
     def nbytes(self) -> int:
         """Bytes these tensors take (the KV cache, mostly)."""
@@ -182,73 +196,73 @@ class _Decoder:
         return sum(t.numel() * t.element_size() for t in tensors)
 
     def fits(self, rows: int, length: int, max_new_tokens: int) -> bool:
-        """Whether a batch of `rows` sequences needing `length` columns fits these tensors with
-        bounded waste (at most about twice the rows and twice the columns it needs)."""
+        """Whether `rows` sequences needing `length` columns fit these tensors with bounded waste
+        (at most about twice the rows and twice the columns they need)."""
         return (rows <= self.rows <= 2 * rows + ALIGN and length <= self.length <= 2 * length
                 and max_new_tokens <= self.max_new)
 
-    def load(self, prompts: Sequence[Sequence[int]], budgets: Sequence[int]) -> None:
-        """Make a new batch of prompts (left-padded to their longest), each with its own token
-        budget, the decoding state, in place."""
-        b, width = len(prompts), max(len(p) for p in prompts)
-        ids = torch.full((b, width), self.pad_id, dtype=torch.long)
-        padding = torch.ones(b, width, dtype=torch.bool)
-        for row, p in enumerate(prompts):  # left padding: every prompt ends at the last column
-            ids[row, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            padding[row, width - len(p):] = False
-        self.ids, self.padding = ids.to(self.device), padding.to(self.device)
-        # Idle rows (beyond the batch) see no prompt column: each step shows them their own token.
-        idle = torch.ones(self.rows, width, dtype=torch.bool, device=self.device)
-        idle[:b] = self.padding
-        self.mask.copy_(decode_mask(idle, self.length, self.dtype))
+    def reset(self) -> None:
+        """Every row empty: ended, seeing no column, writing column 0."""
+        self.done.fill_(True)
+        self.mask.fill_(torch.finfo(self.dtype).min)
+        self.kv.columns.zero_()
         self.pos.zero_()
         self.t.zero_()
-        self.out.fill_(self.pad_id)
-        self.limit.fill_(1)  # idle rows: ended from the start anyway
-        self.limit[:b].copy_(torch.tensor(list(budgets), dtype=torch.long))
-        self.lengths.copy_(self.limit)
-        self.done.fill_(True)
-        self.done[:b] = False
-        self.started.zero_()
+        self.lengths.zero_()
+
+    def admit(self, rows: Sequence[int], prompts: Sequence[Sequence[int]], budgets: Sequence[int]) -> None:
+        """Start these prompts (left-padded to their longest) in these rows, each within its own
+        token budget: their prefill fills the rows' prompt columns and records their first token."""
+        n, width = len(prompts), max(len(p) for p in prompts)
+        ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        padding = torch.ones(n, width, dtype=torch.bool)
+        for i, p in enumerate(prompts):  # left padding: every prompt ends at the last column
+            ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
+            padding[i, width - len(p):] = False
+        ids, padding = ids.to(self.device), padding.to(self.device)
+        r = torch.tensor(list(rows), dtype=torch.long, device=self.device)
+        pos = (~padding).long().cumsum(-1) - 1
+        self.kv.fill_rows = r
+        try:  # the prefill attends within its own prompts: a [n, 1, W, W] mask, only while it runs
+            logits = self._forward(ids, prefill_mask(padding, width, self.dtype), pos.clamp(min=0))
+        finally:
+            self.kv.fill_rows = None
+        self.mask.index_copy_(0, r, decode_mask(padding, self.length, self.dtype))
+        self.kv.columns.index_fill_(0, r, width)
+        self.pos.index_copy_(0, r, pos[:, -1:] + 1)
+        self.out.index_fill_(0, r, self.pad_id)
+        self.t.index_fill_(0, r, 0)
+        self.limit.index_copy_(0, r, torch.tensor(list(budgets), dtype=torch.long, device=self.device))
+        self.done.index_fill_(0, r, False)
+        self.started.index_fill_(0, r, False)
+        self._record(logits.argmax(-1), r)
 
     def _forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         return self.lm(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=True, logits_to_keep=1,
                        **{self.key: self.kv}).logits[:, -1]
 
-    def _record(self, logits: torch.Tensor) -> None:
-        """Write the greedy token at step t, mark the sequences it ends, and advance t."""
-        tables, nxt = self.tables, logits.argmax(-1)
-        if nxt.shape[0] < self.rows:  # the prefill of a batch smaller than the tensors: idle rows get padding
-            nxt = torch.cat([nxt, nxt.new_full((self.rows - nxt.shape[0],), self.pad_id)])
-        self.out.index_copy_(1, self.t, torch.where(self.done, self.pad_id, nxt)[:, None])
-        self.started.logical_or_(tables.content[nxt])
-        ends_now = ~self.done & (tables.eos[nxt] | (tables.stop[nxt] & self.started) | (self.t + 1 >= self.limit))
-        self.lengths.copy_(torch.where(ends_now, self.t + 1, self.lengths))
-        self.done.logical_or_(ends_now)
-        self.inp.copy_(nxt[:, None])
-        self.t.add_(1)
-
-    def prefill(self) -> None:
-        """The loaded prompts' forward: fills columns [0, W) of their rows and records step 0."""
-        b, width = self.ids.shape
-        # The [B, 1, W, L] prefill mask lives only for this forward, not through the decoding steps.
-        mask = prefill_mask(self.padding, self.length, self.dtype)
-        pos = (~self.padding).long().cumsum(-1) - 1
-        self.kv.rows = b
-        try:
-            self._record(self._forward(self.ids, mask, pos.clamp(min=0)))
-        finally:
-            self.kv.rows = None
-        self.kv.seen = width
-        self.kv.column.fill_(width)
-        self.pos[:b].copy_(pos[:, -1:] + 1)
+    def _record(self, nxt: torch.Tensor, r: torch.Tensor) -> None:
+        """Take nxt[i] as the next token of row r[i] (live rows only), mark the sequences it ends."""
+        tables, t, done = self.tables, self.t[r], self.done[r]
+        live = ~done
+        self.out.index_put_((r, t), torch.where(live, nxt, self.pad_id))
+        started = self.started[r] | tables.content[nxt]
+        ends = live & (tables.eos[nxt] | (tables.stop[nxt] & started) | (t + 1 >= self.limit[r]))
+        self.started.index_copy_(0, r, started)
+        self.lengths.index_copy_(0, r, torch.where(ends, t + 1, self.lengths[r]))
+        self.done.index_copy_(0, r, done | ends)
+        self.inp.index_copy_(0, r, nxt[:, None])
+        self.t.index_copy_(0, r, t + live.long())
 
     def step(self) -> None:
-        """One decoding step: the last token at its column and position, then the next token."""
-        self.mask.index_fill_(-1, self.kv.column, 0.0)
-        self._record(self._forward(self.inp, self.mask, self.pos))
-        self.pos.add_(1)
-        self.kv.column.add_(1)
+        """One decoding step of every row: its last token at its own column and position, then the
+        next token; rows whose sequence goes on advance their column and position."""
+        columns = self.kv.columns
+        self.mask.scatter_(-1, columns.view(-1, 1, 1, 1), 0.0)
+        self._record(self._forward(self.inp, self.mask, self.pos).argmax(-1), self.every_row)
+        going = (~self.done).long()
+        columns.add_(going)
+        self.pos.add_(going[:, None])
 
 
 class _StepRunner:
@@ -328,24 +342,62 @@ class DecodeSession:
         self.decoder = self.runner = None
 
 
+#: Rows refill once at least this fraction of them has no live sequence (or none has one): each
+#: admission is one prefill forward, so admitting a few prompts at a time would cost a launch-bound
+#: forward for little work.
+REFILL_FRACTION = 0.25
+
+
 @torch.no_grad()
-def _decode_batch(lm: nn.Module, prompts: Sequence[Sequence[int]], budgets: Sequence[int],
-                  session: DecodeSession) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Greedy continuation ids [B, steps], each sequence's length (its end token included) [B],
-    and the number of decoding steps run, on the session's tensors (on CUDA with graphs, steps
-    replay its recorded step; with grouped attention, decoding reads the grouped KV heads as stored).
-    Sequence i generates at most budgets[i] tokens; the batch stops when every sequence has ended."""
-    width, max_new_tokens = max(len(p) for p in prompts), max(budgets)
-    dec, run = session.decoder_for(len(prompts), cache_len(width, max_new_tokens), max_new_tokens)
-    dec.load(prompts, budgets)
+def _decode_group(lm: nn.Module, prompts: Sequence[Sequence[int]], budgets: Sequence[int], rows: int,
+                  session: DecodeSession, stats: GenerationStats) -> list[list[int]]:
+    """Each prompt's greedy continuation ids (its end token included), streamed through `rows`
+    decoding rows: prompts are admitted in order, and rows whose sequence has ended take the next
+    ones while the other rows go on decoding. Sequence i generates at most budgets[i] tokens.
+
+    Every SYNC_EVERY steps the host reads which rows have ended (one sync): their ids are
+    collected, and once REFILL_FRACTION of the rows is free the next prompts are admitted (one
+    prefill forward). On CUDA with graphs, steps replay the session's recorded step."""
+    width, max_new = max(len(p) for p in prompts), max(budgets)
+    dec, run = session.decoder_for(rows, cache_len(width, max_new), max_new)
+    dec.reset()
+    holder: list[int | None] = [None] * dec.rows  # the prompt each row decodes
+    out: list[list[int]] = [[] for _ in prompts]
+    waiting = 0  # prompts[waiting:] are not admitted yet
+    refill_at = max(1, int(REFILL_FRACTION * min(dec.rows, len(prompts))))
+
+    def admit(free: list[int]) -> None:
+        nonlocal waiting
+        take = free[:min(rows, len(prompts) - waiting)]  # a prefill of at most `rows` prompts
+        idx = list(range(waiting, waiting + len(take)))
+        dec.admit(take, [prompts[i] for i in idx], [budgets[i] for i in idx])
+        for row, i in zip(take, idx):
+            holder[row] = i
+        waiting += len(take)
+        stats.batches += 1
+        stats.prompt_tokens += sum(len(prompts[i]) for i in idx)
+
     with decoding_attention(lm, session.grouped):
-        dec.prefill()
+        admit(list(range(min(rows, len(prompts)))))
         steps = 1
-        while steps < max_new_tokens and not (steps % SYNC_EVERY == 0 and bool(dec.done.all())):
+        while True:
+            if steps % SYNC_EVERY == 0:
+                done = dec.done.tolist()
+                ended = [row for row, i in enumerate(holder) if i is not None and done[row]]
+                if ended:
+                    got, lengths = dec.out[ended].tolist(), dec.lengths[ended].tolist()
+                    for row, ids, n in zip(ended, got, lengths):
+                        out[holder[row]] = ids[:n]  # type: ignore[index]
+                        holder[row] = None
+                free = [row for row, i in enumerate(holder) if i is None]
+                if waiting < len(prompts) and (len(free) >= refill_at or len(free) == dec.rows):
+                    admit(free)
+                elif len(free) == dec.rows:
+                    break
             run()
             steps += 1
-    b = len(prompts)
-    return dec.out[:b, :steps].clone(), dec.lengths[:b].clamp(max=steps), steps
+    stats.decode_steps += steps
+    return out
 
 
 def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]],
@@ -356,13 +408,15 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
     """Greedy continuations of token-id prompts, in order, cut at the first stop string.
 
     `max_new_tokens` is one token budget for every prompt, or one per prompt (prompts of several
-    tasks decoded together, each within its own task's budget). Prompts are sorted by length and batched so that each batch's KV cache and prefill fit in
-    `budget_bytes` (at most `max_batch` sequences, none shorter than MIN_LENGTH_RATIO of the
-    batch's longest); a batch ends when all its sequences have
-    produced an end token (EOS, or a token containing a stop string) or the token budget.
-    On the CPU, `attention_area` also bounds rows × width² of a batch: eager attention there
+    tasks decoded together, each within its own task's budget). Prompts are sorted by length and
+    split into groups none of whose prompts is shorter than MIN_LENGTH_RATIO of the group's
+    longest. A group streams through as many decoding rows as its KV cache and prefill fit in
+    `budget_bytes` (at most `max_batch`), largest budgets first: a sequence ends at an end token
+    (EOS, or a token containing a stop string) or its budget, and its row takes the group's next
+    prompt.
+    On the CPU, `attention_area` also bounds rows × width² of a group: eager attention there
     materialises every score (long real MLQA prompts once made 13 GB trials).
-    With `session` (from `open_session`, same model, tokenizer and stops), batches reuse decoding
+    With `session` (from `open_session`, same model, tokenizer and stops), groups reuse decoding
     tensors and recorded steps across calls; without, the call opens and closes its own."""
     lm = causal_lm(model)
     dtype = next(lm.parameters()).dtype
@@ -379,22 +433,20 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
     start = 0
     try:
         while start < len(order):
-            # The longest prompt left sets the batch's size: later batches have shorter prompts.
-            area = attention_area if device.type == "cpu" else None
             longest = len(prompts[order[start]])
-            # Sized for the largest budget left (a batch's cache holds its largest budget's columns).
-            most_new = max(budgets[i] for i in order[start:])
-            size = batch_size_for(lm.config, dtype, longest, most_new, budget_bytes, max_batch, area)
-            idx = [i for i in order[start:start + size] if len(prompts[i]) >= MIN_LENGTH_RATIO * longest]
-            start += len(idx)
-            gen, lengths, steps = _decode_batch(lm, [prompts[i] for i in idx], [budgets[i] for i in idx], session)
-            for row, n, i in zip(gen.tolist(), lengths.tolist(), idx):
-                texts[i] = cut_at_stop(tokenizer.decode(row[:n], skip_special_tokens=True), stops)
-                stats.generated_tokens += n
-            stats.sequences += len(idx)
-            stats.batches += 1
-            stats.decode_steps += steps
-            stats.prompt_tokens += sum(len(prompts[i]) for i in idx)
+            group = [i for i in order[start:] if len(prompts[i]) >= MIN_LENGTH_RATIO * longest]
+            start += len(group)
+            # Largest budgets first (then longest prompts): the group's last admissions are the
+            # short answers, so its rows stay full until little is left to decode.
+            group.sort(key=lambda i: -budgets[i])
+            most_new = max(budgets[i] for i in group)
+            area = attention_area if device.type == "cpu" else None
+            rows = min(len(group), batch_size_for(lm.config, dtype, longest, most_new, budget_bytes, max_batch, area))
+            ids = _decode_group(lm, [prompts[i] for i in group], [budgets[i] for i in group], rows, session, stats)
+            for i, row in zip(group, ids):
+                texts[i] = cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stops)
+                stats.generated_tokens += len(row)
+            stats.sequences += len(group)
     finally:
         stats.decoders = session.builds - builds
         if own:

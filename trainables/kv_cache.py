@@ -6,9 +6,11 @@ replayed (`trainables.generation`). It speaks the part of Hugging Face's cache p
 decoder's attention layers call (`update`, `get_seq_length`), in the releases that name the
 argument `cache` and in those that name it `past_key_values`.
 
-Columns: a batch's prompts are left-padded to width W and occupy columns [0, W); generated token
-t (t ≥ 1) is written at column W + t - 1. The masks are additive (0 visible, dtype min hidden),
-which both the eager and the SDPA attention of transformers accept as a prepared 4-D mask.
+Columns: each row holds its own sequence. Prompts admitted together are left-padded to width W and
+occupy columns [0, W) of their rows; the row's generated token t (t ≥ 1) is written at column
+W + t - 1 (`columns[row]`), so rows admitted at different times decode side by side. The masks are
+additive (0 visible, dtype min hidden), which both the eager and the SDPA attention of
+transformers accept as a prepared 4-D mask.
 """
 
 from __future__ import annotations
@@ -43,28 +45,28 @@ class StaticKV:
         shape = (batch, kv_heads, length, head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
-        #: The column one-token (decoding) updates write: a device tensor advanced in place.
-        self.column = torch.zeros(1, dtype=torch.long, device=device)
+        #: The column each row's next one-token (decoding) update writes: advanced in place.
+        self.columns = torch.zeros(batch, dtype=torch.long, device=device)
         #: Tokens written so far (host side; the forward may ask for it to build positions).
         self.seen = 0
-        #: During a prefill of fewer sequences than the cache holds: how many (rows [0, rows)).
-        self.rows: int | None = None
+        #: During a prefill: the rows it fills (its i-th sequence goes to row fill_rows[i]).
+        self.fill_rows: torch.Tensor | None = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
-        """Store this layer's new keys/values and return all L columns of them.
+        """Store this layer's new keys/values; return what the new tokens attend over.
 
-        A multi-token update is the prefill (columns [0, T) of its rows, the first `rows` when set);
-        a one-token update writes `column` of every row."""
+        A prefill (`fill_rows` set) writes columns [0, T) of those rows and attends within its own
+        T tokens; a one-token update writes each row's `columns[row]` and attends over all L columns."""
         keys, values = self.keys[layer_idx], self.values[layer_idx]
-        if key_states.shape[2] > 1:
-            if self.rows is not None:
-                keys, values = keys[:self.rows], values[:self.rows]
-            keys[:, :, :key_states.shape[2]].copy_(key_states)
-            values[:, :, :value_states.shape[2]].copy_(value_states)
-        else:
-            keys.index_copy_(2, self.column, key_states)
-            values.index_copy_(2, self.column, value_states)
+        if self.fill_rows is not None:
+            width = key_states.shape[2]
+            keys[:, :, :width].index_copy_(0, self.fill_rows, key_states)
+            values[:, :, :width].index_copy_(0, self.fill_rows, value_states)
+            return key_states, value_states
+        at = self.columns.view(-1, 1, 1, 1).expand(key_states.shape)
+        keys.scatter_(2, at, key_states)
+        values.scatter_(2, at, value_states)
         return keys, values
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
@@ -91,7 +93,7 @@ def prefill_mask(padding: torch.Tensor, length: int, dtype: torch.dtype) -> torc
 def decode_mask(padding: torch.Tensor, length: int, dtype: torch.dtype) -> torch.Tensor:
     """[B, 1, 1, L] additive mask of the first decoding step's keys: the prompts' real columns.
 
-    Each step then un-hides the column it writes (`index_fill_(-1, column, 0)`)."""
+    Each step then un-hides the column each row writes (`scatter_` at `StaticKV.columns`)."""
     w = padding.shape[1]
     visible = ~_pad_columns(padding, length)
     visible[:, w:] = False

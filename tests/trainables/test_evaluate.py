@@ -125,7 +125,7 @@ def test_score_mode_in_evaluate_reports_the_argmax(tiny_model, tiny_tokenizer):
 
 
 def test_generation_honours_each_tasks_max_new_tokens(tiny_model, tiny_tokenizer, monkeypatch):
-    """One pass per task (eval.pool_tasks off): each task's batches decode within its budget."""
+    """One pass per task (eval.pool_tasks off): each task's groups decode within its budget."""
     import trainables.generation as generation
 
     budgets = {"nli": 1, "pa": 2, "qa": 3, "ner": 5, "pos": 7}
@@ -136,24 +136,27 @@ def test_generation_honours_each_tasks_max_new_tokens(tiny_model, tiny_tokenizer
     cfg.eval.pool_tasks = False
     items = eval_items(cfg, tiny_tokenizer, "test", 2, fewshot=False)
     seen: list[tuple[list[int], int]] = []
-    real = generation._decode_batch
+    real = generation._decode_group
 
     def spy(lm, prompts, row_budgets, *args):
-        out, lengths, steps = real(lm, prompts, row_budgets, *args)
-        seen.append((list(row_budgets), out.shape[1]))
-        return out, lengths, steps
+        ids = real(lm, prompts, row_budgets, *args)
+        seen.append((list(row_budgets), max(map(len, ids))))
+        return ids
 
-    monkeypatch.setattr(generation, "_decode_batch", spy)
+    monkeypatch.setattr(generation, "_decode_group", spy)
     metrics, _ = evaluate(tiny_model, tiny_tokenizer, items, cfg, CPU)
-    # 4 prompts per task in batches of 3 → 2 calls per task, in task order.
-    assert [set(b) for b, _ in seen] == [{budgets[t]} for t in TASKS for _ in range(2)]
+    # Length groups of one task at a time, in task order, each within the task's budget.
+    assert [t for b, _ in seen for t in TASKS if set(b) == {budgets[t]}] == sorted(
+        (t for b, _ in seen for t in TASKS if set(b) == {budgets[t]}), key=TASKS.index)
+    assert {t for b, _ in seen for t in TASKS if set(b) == {budgets[t]}} == set(TASKS) and len(seen) >= len(TASKS)
     assert all(0 < new <= b[0] for b, new in seen)
+    # 4 prompts per task through 3 rows → 2 prefills per task, however its lengths group.
     assert metrics["gen/examples"] == len(items) and metrics["gen/batches"] == 2 * len(TASKS)
     assert 0 < metrics["gen/tokens"] <= sum(4 * budgets[t] for t in TASKS)
 
 
 def test_pooled_tasks_decode_the_same_text_in_fewer_batches(tiny_model, tiny_tokenizer, monkeypatch):
-    """eval.pool_tasks (the default): every task's items in one pass, batches mixing tasks, each
+    """eval.pool_tasks (the default): every task's items in one pass, groups mixing tasks, each
     sequence within its own task's budget; the texts equal one pass per task."""
     import trainables.generation as generation
 
@@ -166,15 +169,15 @@ def test_pooled_tasks_decode_the_same_text_in_fewer_batches(tiny_model, tiny_tok
     per_task = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"pool_tasks": False})})
     metrics_apart, rows_apart = evaluate(tiny_model, tiny_tokenizer, items, per_task, CPU)
     mixed: list[set[int]] = []
-    real = generation._decode_batch
+    real = generation._decode_group
 
     def spy(lm, prompts, row_budgets, *args):
-        out, lengths, steps = real(lm, prompts, row_budgets, *args)
-        assert all(int(n) <= b for n, b in zip(lengths, row_budgets))  # nobody beyond its own budget
+        ids = real(lm, prompts, row_budgets, *args)
+        assert all(len(row) <= b for row, b in zip(ids, row_budgets))  # nobody beyond its own budget
         mixed.append(set(row_budgets))
-        return out, lengths, steps
+        return ids
 
-    monkeypatch.setattr(generation, "_decode_batch", spy)
+    monkeypatch.setattr(generation, "_decode_group", spy)
     metrics, rows = evaluate(tiny_model, tiny_tokenizer, items, cfg, CPU)
     assert [r["output"] for r in rows] == [r["output"] for r in rows_apart]
     assert metrics["gen/tokens"] == metrics_apart["gen/tokens"] and metrics["gen/examples"] == len(items)
@@ -267,7 +270,7 @@ def test_data_parallel_ranks_share_decoding_and_rank0_scores_everything(tiny_mod
     cfg = config(eval_langs=["en", "zh", "de"])
     items = eval_items(cfg, tiny_tokenizer, "test", 3, False)
     metrics, rows = evaluate(tiny_model, tiny_tokenizer, items, cfg, CPU)
-    per_rank = {"gen/seconds", "gen/batches", "gen/decoders"}  # wall time and batching differ; counts and scores must not
+    per_rank = {"gen/seconds", "gen/batches", "gen/decoders", "gen/decode_steps"}  # time and batching differ; not scores
     assert {k: v for k, v in got[0]["metrics"].items() if k not in per_rank} == \
         {k: v for k, v in metrics.items() if k not in per_rank}
     assert got[0]["rows"] == rows
