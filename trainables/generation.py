@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -400,6 +400,43 @@ def _decode_group(lm: nn.Module, prompts: Sequence[Sequence[int]], budgets: Sequ
     return out
 
 
+def plan_streams(lengths: Sequence[int], budgets: Sequence[int],
+                 rows_for: Callable[[int, int], int]) -> list[tuple[list[int], int]]:
+    """The prompts' decoding streams, in order: each stream's prompt indices (in admission order)
+    and its decoding rows. `rows_for(longest, most_new)` is how many rows fit the memory budget.
+
+    Prompts sorted by length form groups none of whose prompts is shorter than MIN_LENGTH_RATIO of
+    the group's longest. A group joins the stream before it (whose cache is wide enough for it)
+    when that costs fewer decoding steps than a stream of its own, counting every answer at its
+    budget (the worst case): n·ḡ/rows_joined against n·ḡ/rows_alone plus its own tail, its largest
+    budget (a stream's last answers decode with few rows busy). Within a stream, prompts go
+    largest budget first, then longest: the last admissions are the short answers."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
+    groups: list[list[int]] = []
+    for i in order:
+        if not groups or lengths[i] < MIN_LENGTH_RATIO * lengths[groups[-1][0]]:
+            groups.append([])
+        groups[-1].append(i)
+    streams: list[list[int]] = []
+    for group in groups:
+        work = sum(budgets[i] for i in group)  # tokens to decode at worst
+        most = max(budgets[i] for i in group)
+        alone = min(len(group), rows_for(lengths[group[0]], most))
+        if streams:
+            joined = streams[-1] + group
+            rows = min(len(joined), rows_for(lengths[joined[0]], max(budgets[i] for i in joined)))
+            if work / rows <= work / alone + most:
+                streams[-1] = joined
+                continue
+        streams.append(group)
+    planned = []
+    for stream in streams:
+        stream.sort(key=lambda i: -budgets[i])  # stable: longest first within a budget
+        rows = min(len(stream), rows_for(max(lengths[i] for i in stream), max(budgets[i] for i in stream)))
+        planned.append((stream, max(1, rows)))
+    return planned
+
+
 def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]],
                     max_new_tokens: int | Sequence[int], device: torch.device, budget_bytes: int, max_batch: int,
                     stops: Sequence[str] = (), attention_area: int | None = None,
@@ -408,12 +445,10 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
     """Greedy continuations of token-id prompts, in order, cut at the first stop string.
 
     `max_new_tokens` is one token budget for every prompt, or one per prompt (prompts of several
-    tasks decoded together, each within its own task's budget). Prompts are sorted by length and
-    split into groups none of whose prompts is shorter than MIN_LENGTH_RATIO of the group's
-    longest. A group streams through as many decoding rows as its KV cache and prefill fit in
-    `budget_bytes` (at most `max_batch`), largest budgets first: a sequence ends at an end token
-    (EOS, or a token containing a stop string) or its budget, and its row takes the group's next
-    prompt.
+    tasks decoded together, each within its own task's budget). Prompts stream (`plan_streams`)
+    through as many decoding rows as their KV cache and prefill fit in `budget_bytes` (at most
+    `max_batch`): a sequence ends at an end token (EOS, or a token containing a stop string) or
+    its budget, and its row takes the stream's next prompt.
     On the CPU, `attention_area` also bounds rows × width² of a group: eager attention there
     materialises every score (long real MLQA prompts once made 13 GB trials).
     With `session` (from `open_session`, same model, tokenizer and stops), groups reuse decoding
@@ -426,27 +461,18 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
     budgets = ([max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens))
     if len(budgets) != len(prompts) or min(budgets, default=1) < 1:
         raise ValueError(f"max_new_tokens: one budget ≥ 1, or one per prompt ({len(prompts)}), got {max_new_tokens}")
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]), reverse=True)
+    area = attention_area if device.type == "cpu" else None
     texts: list[str] = [""] * len(prompts)
     stats = GenerationStats()
     builds = session.builds
-    start = 0
     try:
-        while start < len(order):
-            longest = len(prompts[order[start]])
-            group = [i for i in order[start:] if len(prompts[i]) >= MIN_LENGTH_RATIO * longest]
-            start += len(group)
-            # Largest budgets first (then longest prompts): the group's last admissions are the
-            # short answers, so its rows stay full until little is left to decode.
-            group.sort(key=lambda i: -budgets[i])
-            most_new = max(budgets[i] for i in group)
-            area = attention_area if device.type == "cpu" else None
-            rows = min(len(group), batch_size_for(lm.config, dtype, longest, most_new, budget_bytes, max_batch, area))
-            ids = _decode_group(lm, [prompts[i] for i in group], [budgets[i] for i in group], rows, session, stats)
-            for i, row in zip(group, ids):
+        for stream, rows in plan_streams([len(p) for p in prompts], budgets, lambda longest, most_new: batch_size_for(
+                lm.config, dtype, longest, most_new, budget_bytes, max_batch, area)):
+            ids = _decode_group(lm, [prompts[i] for i in stream], [budgets[i] for i in stream], rows, session, stats)
+            for i, row in zip(stream, ids):
                 texts[i] = cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stops)
                 stats.generated_tokens += len(row)
-            stats.sequences += len(group)
+            stats.sequences += len(stream)
     finally:
         stats.decoders = session.builds - builds
         if own:

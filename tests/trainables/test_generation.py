@@ -30,12 +30,37 @@ def prompts_of(tokenizer, tasks, n=3):
 
 
 def length_groups(lengths: list[int], ratio: float = 0.5) -> int:
-    """Batches a roomy budget makes: a new one whenever a prompt is under `ratio` of the batch's longest."""
+    """Length groups: a new one whenever a prompt is under `ratio` of the group's longest."""
     groups, longest = 0, None
     for n in sorted(lengths, reverse=True):
         if longest is None or n < ratio * longest:
             groups, longest = groups + 1, n
     return groups
+
+
+def rows_for(n):
+    """A rows-for-the-budget rule of `n` cache cells: rows × (longest + budget) ≤ n."""
+    return lambda longest, most_new: max(1, n // (longest + most_new))
+
+
+def test_streams_join_groups_when_that_costs_fewer_steps():
+    """plan_streams: every prompt once; a group joins the stream before it unless the wider cache
+    would leave it too few rows; within a stream, largest budget first, then longest."""
+    lengths = [1000] + [100] * 300 + [40, 30]
+    budgets = [10] * 301 + [3, 50]
+    plan = generation.plan_streams(lengths, budgets, rows_for(10**9))  # roomy: one stream
+    assert [len(s) for s, _ in plan] == [len(lengths)] and plan[0][1] == len(lengths)
+    assert sorted(plan[0][0]) == list(range(len(lengths)))
+    order = [(budgets[i], lengths[i]) for i in plan[0][0]]
+    assert order == sorted(order, key=lambda bl: (-bl[0], -bl[1]))
+    # 20,000 cells. The 300 prompts of 100 tokens get 181 rows alone; joined to the 1000-token
+    # prompt, 19: 3,000 worst-case tokens / 19 rows = 158 steps > 3,000 / 181 + 10 = 27 → apart.
+    # The last group (2 prompts, 53 tokens) joins them: 53 / 133 rows ≤ 53 / 2 + 50.
+    plan = generation.plan_streams(lengths, budgets, rows_for(20_000))
+    assert [sorted(s) for s, _ in plan] == [[0], list(range(1, 303))]
+    assert [r for _, r in plan] == [1, 20_000 // (100 + 50)]
+    # With as many rows either way, a group always joins: it saves its tail.
+    assert len(generation.plan_streams([100, 51, 50, 26], [5] * 4, rows_for(1))) == 1
 
 
 def test_text_equals_hugging_face_generate_one_prompt_at_a_time(tiny_model, tiny_tokenizer):
@@ -48,7 +73,7 @@ def test_text_equals_hugging_face_generate_one_prompt_at_a_time(tiny_model, tiny
                                   do_sample=False, pad_token_id=tiny_tokenizer.pad_token_id)
         reference.append(tiny_tokenizer.decode(gen[0, len(p):], skip_special_tokens=True))
     assert ours == reference
-    assert stats.sequences == len(prompts) and stats.batches == length_groups([len(p) for p in prompts])
+    assert stats.sequences == len(prompts) and stats.batches == 1  # roomy: one stream, one admission
     assert stats.prompt_tokens == sum(map(len, prompts))
 
 
@@ -59,8 +84,8 @@ def test_per_prompt_budgets_give_each_prompt_its_own_decoding(tiny_model, tiny_t
     together, stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, budgets, CPU, 2**30, 64)
     alone = [greedy_generate(tiny_model, tiny_tokenizer, [p], b, CPU, 2**30, 64)[0][0] for p, b in zip(prompts, budgets)]
     assert together == alone
-    assert stats.generated_tokens <= sum(budgets) and stats.batches == length_groups([len(p) for p in prompts])
-    # Each group runs to its longest budget, seen at the next check (every SYNC_EVERY steps).
+    assert stats.generated_tokens <= sum(budgets) and stats.batches == 1
+    # The stream runs to its longest budget, seen at the next check (every SYNC_EVERY steps).
     assert stats.decode_steps <= stats.batches * (max(budgets) + generation.SYNC_EVERY - 1)
 
 
@@ -142,12 +167,14 @@ def test_batch_size_follows_the_memory_budget(tiny_model, tiny_tokenizer):
     budget = 3 * (per_token * (max(map(len, prompts)) + 8) + 10**4)
     roomy, a = greedy_generate(tiny_model, tiny_tokenizer, prompts, 8, CPU, 2**30, 64)
     tight, b = greedy_generate(tiny_model, tiny_tokenizer, prompts, 8, CPU, budget, 64)
-    assert roomy == tight and a.batches == length_groups([len(p) for p in prompts]) < b.batches
+    assert roomy == tight and a.batches == 1 < b.batches
 
 
-def test_groups_keep_the_cache_width_bounded(tiny_model, tiny_tokenizer, monkeypatch):
-    """No prompt in a group is shorter than MIN_LENGTH_RATIO of the group's longest; texts unchanged."""
+def test_streams_follow_the_memory_budget_and_give_the_same_text(tiny_model, tiny_tokenizer, monkeypatch):
+    """Roomy memory: every length group in one stream; tight: the long prompts' wide cache would
+    leave the short ones too few rows, so they stream apart. The texts are the same."""
     prompts = prompts_of(tiny_tokenizer, ["qa", "nli"], n=4)
+    assert max(map(len, prompts)) > 2 * min(map(len, prompts)) and length_groups([len(p) for p in prompts]) > 1
     widths: list[list[int]] = []
     real = generation._decode_group
 
@@ -156,14 +183,17 @@ def test_groups_keep_the_cache_width_bounded(tiny_model, tiny_tokenizer, monkeyp
         return real(lm, group, *args, **kwargs)
 
     monkeypatch.setattr(generation, "_decode_group", spy)
-    bounded, stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 6, CPU, 2**30, 64)
-    assert max(map(len, prompts)) > 2 * min(map(len, prompts))  # the data needs more than one group
-    assert stats.batches == len(widths) > 1  # roomy: one admission per group
-    assert all(min(w) >= generation.MIN_LENGTH_RATIO * max(w) for w in widths)
-    monkeypatch.setattr(generation, "MIN_LENGTH_RATIO", 0.0)
-    widths.clear()
     one, one_stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 6, CPU, 2**30, 64)
-    assert one_stats.batches == 1 and one == bounded
+    assert len(widths) == 1 and one_stats.batches == 1
+    widths.clear()
+    per_token = kv_bytes_per_token(tiny_model.config, torch.float32)
+    tight = per_token * (max(map(len, prompts)) + 8) * 4  # a few rows: the short prompts' 3 rows count
+    plan = generation.plan_streams([len(p) for p in prompts], [6] * len(prompts), lambda n, new: batch_size_for(
+        tiny_model.config, torch.float32, n, new, tight, 64))
+    apart, stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 6, CPU, tight, 64)
+    assert len(widths) == len(plan) > 1 and apart == one
+    assert [sorted(w) for w in widths] == [sorted(len(prompts[i]) for i in s) for s, _ in plan]
+    assert sorted(w for ws in widths for w in ws) == sorted(map(len, prompts))
 
 
 class SuccessorLM(nn.Module):
@@ -229,7 +259,7 @@ def test_cache_masks_hide_padding_and_the_future():
 
 
 def test_batches_reuse_the_last_batchs_tensors_and_give_the_same_text(tiny_model, tiny_tokenizer, monkeypatch):
-    """A length group that fits the previous group's decoding tensors (fewer rows: idle rows; fewer
+    """A stream that fits the previous stream's decoding tensors (fewer rows: idle rows; fewer
     columns: hidden ones; across tasks' calls in one session) decodes the same text as fresh ones."""
     prompts = prompts_of(tiny_tokenizer, ["qa", "ner"], n=4)
     fresh, a = greedy_generate(tiny_model, tiny_tokenizer, prompts, 10, CPU, 2**30, 5)
@@ -238,19 +268,18 @@ def test_batches_reuse_the_last_batchs_tensors_and_give_the_same_text(tiny_model
     monkeypatch.setattr(generation._Decoder, "fits", lambda self, *a: False)
     none_reused, b = greedy_generate(tiny_model, tiny_tokenizer, prompts, 10, CPU, 2**30, 5)
     monkeypatch.undo()
-    groups = length_groups([len(p) for p in prompts])
-    assert fresh == none_reused and b.decoders == groups == 2
-    assert a.batches == b.batches > groups and a.decoders < b.decoders  # the second group reused tensors
-    # One session over two calls (two tasks' budgets): the second call may reuse the first's tensors.
+    assert fresh == none_reused and a.decoders == b.decoders == 1  # one stream through 5 rows
+    assert a.batches == b.batches > 1
+    # One session over two calls (two tasks' budgets): the second call reuses the first's tensors.
     session = generation.open_session(tiny_model, tiny_tokenizer, (), CPU)
     first, s1 = greedy_generate(tiny_model, tiny_tokenizer, prompts, 10, CPU, 2**30, 64, session=session)
-    short = sorted(prompts, key=len)[:3]  # they fit the first call's last (shortest) group
+    short = sorted(prompts, key=len)[-12:]  # they fit the first call's tensors (≤ 2× their rows and width)
     second, s2 = greedy_generate(tiny_model, tiny_tokenizer, short, 6, CPU, 2**30, 64, session=session)
     assert session.held_bytes() > 0
     session.close()
     assert session.held_bytes() == 0
     alone, _ = greedy_generate(tiny_model, tiny_tokenizer, short, 6, CPU, 2**30, 64)
-    assert first == fresh and second == alone and 1 <= s1.decoders <= groups and s2.decoders == 0
+    assert first == fresh and second == alone and s1.decoders == 1 and s2.decoders == 0
 
 
 def test_reuse_is_bounded_to_twice_the_rows_and_columns():
