@@ -37,13 +37,13 @@ class GenerationStats:
     """What one `greedy_generate` call did: sequences, admissions, generated and prompt tokens."""
 
     sequences: int = 0
-    #: Prefill forwards: prompts admitted into free rows together (see `_decode_group`).
+    #: Prefill forwards: prompts admitted into free rows together (see `_decode_stream`).
     batches: int = 0
     generated_tokens: int = 0
     prompt_tokens: int = 0
     decode_steps: int = 0
     #: Sets of decoding tensors built (on CUDA with graphs, each records its step once); the
-    #: other length groups reused the tensors and recorded step of the group before them.
+    #: other streams reused the tensors and recorded step of the stream before them.
     decoders: int = 0
 
     def add(self, other: "GenerationStats") -> None:
@@ -164,7 +164,7 @@ class _Decoder:
     sequences have ended; every tensor it touches keeps its address, so on CUDA the step is
     recorded once as a graph and replayed (launching ~2,000 kernels per step from Python cost
     ~70 ms on a 3B model). Rows without a live sequence run along and change nothing that a live
-    sequence can see. The same tensors then serve the next group of prompts that fits them
+    sequence can see. The same tensors then serve the next stream of prompts that fits them
     (`reset`, then `admit`): fewer rows, a narrower cache (columns beyond it stay hidden), a
     smaller token budget."""
 
@@ -349,8 +349,8 @@ REFILL_FRACTION = 0.25
 
 
 @torch.no_grad()
-def _decode_group(lm: nn.Module, prompts: Sequence[Sequence[int]], budgets: Sequence[int], rows: int,
-                  session: DecodeSession, stats: GenerationStats) -> list[list[int]]:
+def _decode_stream(lm: nn.Module, prompts: Sequence[Sequence[int]], budgets: Sequence[int], rows: int,
+                   session: DecodeSession, stats: GenerationStats) -> list[list[int]]:
     """Each prompt's greedy continuation ids (its end token included), streamed through `rows`
     decoding rows: prompts are admitted in order, and rows whose sequence has ended take the next
     ones while the other rows go on decoding. Sequence i generates at most budgets[i] tokens.
@@ -364,7 +364,7 @@ def _decode_group(lm: nn.Module, prompts: Sequence[Sequence[int]], budgets: Sequ
     holder: list[int | None] = [None] * dec.rows  # the prompt each row decodes
     out: list[list[int]] = [[] for _ in prompts]
     waiting = 0  # prompts[waiting:] are not admitted yet
-    refill_at = max(1, int(REFILL_FRACTION * min(dec.rows, len(prompts))))
+    refill_at = max(1, int(REFILL_FRACTION * min(rows, len(prompts))))
 
     def admit(free: list[int]) -> None:
         nonlocal waiting
@@ -449,9 +449,9 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
     through as many decoding rows as their KV cache and prefill fit in `budget_bytes` (at most
     `max_batch`): a sequence ends at an end token (EOS, or a token containing a stop string) or
     its budget, and its row takes the stream's next prompt.
-    On the CPU, `attention_area` also bounds rows × width² of a group: eager attention there
+    On the CPU, `attention_area` also bounds rows × width² of a stream: eager attention there
     materialises every score (long real MLQA prompts once made 13 GB trials).
-    With `session` (from `open_session`, same model, tokenizer and stops), groups reuse decoding
+    With `session` (from `open_session`, same model, tokenizer and stops), streams reuse decoding
     tensors and recorded steps across calls; without, the call opens and closes its own."""
     lm = causal_lm(model)
     dtype = next(lm.parameters()).dtype
@@ -468,7 +468,7 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
     try:
         for stream, rows in plan_streams([len(p) for p in prompts], budgets, lambda longest, most_new: batch_size_for(
                 lm.config, dtype, longest, most_new, budget_bytes, max_batch, area)):
-            ids = _decode_group(lm, [prompts[i] for i in stream], [budgets[i] for i in stream], rows, session, stats)
+            ids = _decode_stream(lm, [prompts[i] for i in stream], [budgets[i] for i in stream], rows, session, stats)
             for i, row in zip(stream, ids):
                 texts[i] = cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stops)
                 stats.generated_tokens += len(row)

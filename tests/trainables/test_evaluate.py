@@ -136,14 +136,14 @@ def test_generation_honours_each_tasks_max_new_tokens(tiny_model, tiny_tokenizer
     cfg.eval.pool_tasks = False
     items = eval_items(cfg, tiny_tokenizer, "test", 2, fewshot=False)
     seen: list[tuple[list[int], int]] = []
-    real = generation._decode_group
+    real = generation._decode_stream
 
     def spy(lm, prompts, row_budgets, *args):
         ids = real(lm, prompts, row_budgets, *args)
         seen.append((list(row_budgets), max(map(len, ids))))
         return ids
 
-    monkeypatch.setattr(generation, "_decode_group", spy)
+    monkeypatch.setattr(generation, "_decode_stream", spy)
     metrics, _ = evaluate(tiny_model, tiny_tokenizer, items, cfg, CPU)
     # Length groups of one task at a time, in task order, each within the task's budget.
     assert [t for b, _ in seen for t in TASKS if set(b) == {budgets[t]}] == sorted(
@@ -169,7 +169,7 @@ def test_pooled_tasks_decode_the_same_text_in_fewer_batches(tiny_model, tiny_tok
     per_task = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"pool_tasks": False})})
     metrics_apart, rows_apart = evaluate(tiny_model, tiny_tokenizer, items, per_task, CPU)
     mixed: list[set[int]] = []
-    real = generation._decode_group
+    real = generation._decode_stream
 
     def spy(lm, prompts, row_budgets, *args):
         ids = real(lm, prompts, row_budgets, *args)
@@ -177,7 +177,7 @@ def test_pooled_tasks_decode_the_same_text_in_fewer_batches(tiny_model, tiny_tok
         mixed.append(set(row_budgets))
         return ids
 
-    monkeypatch.setattr(generation, "_decode_group", spy)
+    monkeypatch.setattr(generation, "_decode_stream", spy)
     metrics, rows = evaluate(tiny_model, tiny_tokenizer, items, cfg, CPU)
     assert [r["output"] for r in rows] == [r["output"] for r in rows_apart]
     assert metrics["gen/tokens"] == metrics_apart["gen/tokens"] and metrics["gen/examples"] == len(items)

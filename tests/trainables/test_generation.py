@@ -176,13 +176,13 @@ def test_streams_follow_the_memory_budget_and_give_the_same_text(tiny_model, tin
     prompts = prompts_of(tiny_tokenizer, ["qa", "nli"], n=4)
     assert max(map(len, prompts)) > 2 * min(map(len, prompts)) and length_groups([len(p) for p in prompts]) > 1
     widths: list[list[int]] = []
-    real = generation._decode_group
+    real = generation._decode_stream
 
     def spy(lm, group, *args, **kwargs):
         widths.append([len(p) for p in group])
         return real(lm, group, *args, **kwargs)
 
-    monkeypatch.setattr(generation, "_decode_group", spy)
+    monkeypatch.setattr(generation, "_decode_stream", spy)
     one, one_stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 6, CPU, 2**30, 64)
     assert len(widths) == 1 and one_stats.batches == 1
     widths.clear()
@@ -228,7 +228,7 @@ def test_ended_rows_take_the_next_prompt_while_the_others_decode():
     session = generation.DecodeSession(lm, 0, generation.EndTables(eos, no, no), CPU, graphs=False)
     stats = generation.GenerationStats()
     prompts, budgets = [[5, 1], [55], [75], [33], [90]], [30, 30, 30, 30, 3]
-    ids = generation._decode_group(lm, prompts, budgets, 2, session, stats)
+    ids = generation._decode_stream(lm, prompts, budgets, 2, session, stats)
     assert ids == [list(range(2, 21)), list(range(56, 61)), list(range(76, 81)), list(range(34, 41)), [91, 92, 93]]
     assert stats.batches == 4 and stats.prompt_tokens == 6  # the first two, then one at a time
     # Row 0 is fed its prompt's last token, then its 18 first tokens, one a step, while the three
