@@ -96,16 +96,28 @@ class GpuSampler(threading.Thread):
 
 
 def trial_reports(experiment_dir: Path) -> dict[str, list[dict[str, Any]]]:
-    """Each trial's reports (Tune's result.json lines), by variant label."""
+    """Each trial's reports, by variant label: the product's own trial logs (`trainables.trial_log`:
+    on disk when reported), with the time fields of Tune's result.json rows of the same evaluation.
+
+    Tune's copy can lag the trial: in study run 10 the sweep was stopped while `distill λ=0.05`'s
+    step-100 report was in its own log but not yet in Tune's result.json."""
+    from trainables.trial_log import logged_trials, read_config, read_reports
+
     out: dict[str, list[dict[str, Any]]] = {}
     for trial in sorted(experiment_dir.glob("trial_*")):
         if not (trial / "params.json").is_file():  # e.g. trial_logs/, the product's own logs
             continue
         rows = [json.loads(ln) for ln in (trial / "result.json").read_text().splitlines() if ln.strip()] \
             if (trial / "result.json").is_file() else []
-        params = json.loads((trial / "params.json").read_text()) if (trial / "params.json").is_file() else {}
-        label = params.get("trial", {}).get("variant", {}).get("label", trial.name)
-        out[label] = rows
+        params = json.loads((trial / "params.json").read_text())
+        out[params.get("trial", {}).get("variant", {}).get("label", trial.name)] = rows
+    for log in logged_trials(experiment_dir):
+        config = read_config(log) or {}
+        label = config.get("trial", {}).get("variant", {}).get("label", f"trial_{log.name}")
+        tune = {int(r.get("eval_index", 0)): r for r in out.get(label, [])}
+        own = read_reports(log)
+        if len(own) >= len(tune):
+            out[label] = [{**tune.get(int(r.get("eval_index", 0)), {}), **r} for r in own]
     return out
 
 
@@ -138,13 +150,15 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
     gen_examples = sum(gen(r, "examples", 0) for r in rows)
     gen_s = sum(gen(r, "seconds", 0.0) for r in rows)
     first = rows[0]
-    startup = first.get("time_total_s", 0.0) - first.get(train_k, 0.0) - first.get(eval_k, 0.0)
+    # Tune's clock (time_total_s) is missing from a report only the trial's own log holds.
+    startup = (first["time_total_s"] - first.get(train_k, 0.0) - first.get(eval_k, 0.0)
+               if "time_total_s" in first else None)
     steps = rows[-1].get("step", 0)
     return {
         "status": "finished" if rows[-1].get("final") else f"stopped at step {steps}",
         "steps": steps,
-        "wall_s": rows[-1].get("time_total_s", 0.0),
-        "startup_s": round(startup, 1),
+        "wall_s": rows[-1].get("time_total_s"),
+        "startup_s": round(startup, 1) if startup is not None else None,
         # Of the start-up, the worker's own set-up (model, data, cache, policy); the rest is Ray's
         # (trial actor, worker process, imports). The first step compiles the layers.
         "setup_s": round(first[time_key("setup_s")], 1) if time_key("setup_s") in first else None,
@@ -247,7 +261,8 @@ def projection(trials: dict[str, dict[str, Any]], caches: list[dict[str, Any]], 
                              for t in steady) if steady else 0.0
     ex_rate = [t["gen_examples_per_s"] for t in trials.values() if t.get("gen_examples_per_s")]
     ex_per_s = statistics.mean(ex_rate) if ex_rate else 0.0
-    startup = statistics.mean(t["startup_s"] for t in trials.values() if "startup_s" in t) if trials else 0.0
+    starts = [t["startup_s"] for t in trials.values() if t.get("startup_s") is not None]
+    startup = statistics.mean(starts) if starts else 0.0
     cache_s = sum(c["seconds"] for c in caches) * FULL["train_per_task"] / args.train_per_task
     training_variants = len(ran) or 5
     evals = FULL["steps"] // FULL["eval_every"]
@@ -395,13 +410,13 @@ def render(r: dict[str, Any]) -> str:
     lines += ["", f"{'trial':<22} {'status':<18} {'start s':>7} {'setup s':>7} {'wait s':>6} {'1st step s':>10} {'train tok/s':>11} "
               f"{'step s':>7} {'graphs s':>8} {'graph GB':>8} {'eager':>5} {'eval s':>7} {'gen tok/s':>9} {'ex/s':>6} {'peak GB':>7} {'wall s':>7}"]
     for label, t in r["trials"].items():
-        lines.append(f"{label:<22} {t.get('status', ''):<18} {t.get('startup_s', 0):>7} "
+        lines.append(f"{label:<22} {t.get('status', ''):<18} {t.get('startup_s') or '-':>7} "
                      f"{t.get('setup_s') or '-':>7} {t.get('cache_wait_s') or '-':>6} {t.get('first_step_s') or '-':>10} "
                      f"{t.get('train_tok_per_s') or '-':>11} {t.get('step_s') or '-':>7} "
                      f"{t.get('graph_record_s') or '-':>8} {t.get('graph_gb') or '-':>8} "
                      f"{t.get('graph_over_budget_steps') or '-':>5} {t.get('eval_s', 0):>7} "
                      f"{t.get('gen_tok_per_s') or '-':>9} {t.get('gen_examples_per_s') or '-':>6} "
-                     f"{t.get('peak_gpu_gb') or '-':>7} {round(t.get('wall_s', 0)):>7}")
+                     f"{t.get('peak_gpu_gb') or '-':>7} {round(t.get('wall_s') or 0):>7}")
     pj = r["projection_full_study"]
     lines += ["", f"training tok/s summed over trials sharing the GPU: {r['train_tok_per_s_sharing_gpu']} "
               f"(after the first evaluation, compilation excluded: {r['train_tok_per_s_sharing_gpu_after_first_eval']})",

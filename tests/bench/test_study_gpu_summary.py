@@ -56,3 +56,32 @@ def test_cache_figures_read_the_builds_phases_and_per_task_forwards(tmp_path):
     nli = row["forward_by_task"]["nli"]
     assert nli["tok_per_s"] == 200_000
     assert nli["pct_of_bf16_peak"] == pytest.approx(round(100 * 2 * 3e9 * 200_000 / H200_BF16_PEAK, 1))
+
+
+def test_reports_come_from_the_trials_own_logs_with_tunes_clock(tmp_path):
+    """A report Tune has not copied yet (the sweep stopped first) still counts; Tune's time fields
+    join the report of the same evaluation; a trial that never reported has none."""
+    import json
+
+    from bench.study_gpu import summarise_trial, trial_reports
+    from trainables.trial_log import append_report, write_config
+
+    def tune_dir(trial_id, label, rows):
+        d = tmp_path / f"trial_{trial_id}"
+        d.mkdir()
+        (d / "params.json").write_text(json.dumps({"trial": {"variant": {"label": label}}}))
+        (d / "result.json").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    report = {"step": 2, "eval_index": 0, "train/tokens_seen": 100, "time/train_s": 2.0, "time/eval_s": 1.0,
+              "final": False}
+    for trial_id, label, tune_rows in (("a_0", "sft", [{**report, "time_total_s": 5.0}]), ("a_1", "late", []),
+                                       ("a_2", "never", [])):
+        write_config(tmp_path, trial_id, {"trial": {"variant": {"label": label}}})
+        tune_dir(trial_id, label, tune_rows)
+    append_report(tmp_path, "a_0", report)
+    append_report(tmp_path, "a_1", report)  # in its own log only
+    got = {label: summarise_trial(rows) for label, rows in trial_reports(tmp_path).items()}
+    assert got["sft"]["wall_s"] == 5.0 and got["sft"]["startup_s"] == 2.0  # Tune's clock: 5 − 2 − 1
+    assert got["late"]["status"] == "stopped at step 2" and got["late"]["train_tok_per_s"] == 50
+    assert got["late"]["wall_s"] is None and got["late"]["startup_s"] is None
+    assert got["never"] == {"status": "no report"}
