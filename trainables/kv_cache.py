@@ -47,7 +47,8 @@ class StaticKV:
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
         #: The column each row's next one-token (decoding) update writes: advanced in place.
         self.columns = torch.zeros(batch, dtype=torch.long, device=device)
-        #: Tokens written so far (host side; the forward may ask for it to build positions).
+        #: What `get_seq_length` answers: 0 (decoding passes its positions and 4-D masks prepared,
+        #: and rows hold sequences of different lengths).
         self.seen = 0
         #: During a prefill: the rows it fills (its i-th sequence goes to row fill_rows[i]).
         self.fill_rows: torch.Tensor | None = None
