@@ -71,7 +71,7 @@ class StaticKV:
         return keys, values
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        """Tokens written so far (what transformers asks to place new positions)."""
+        """What transformers asks to place new positions: `seen` (positions come prepared here)."""
         return self.seen
 
     def __len__(self) -> int:
