@@ -58,6 +58,58 @@ def profile_decoding(state: Any, cfg: Any, device: Any, task: str = "ner") -> di
                              "calls_per_step": round(e.count / steps, 1)} for e in top]}
 
 
+def profile_prefill(state: Any, cfg: Any, device: Any, rows: int = 64) -> dict[str, Any]:
+    """The evaluation's prefill alone, on a GPU the bench has to itself: the product's admissions
+    (`_Decoder.admit`, LoRA merged as in `predict`) of every item's prompt, longest first, `rows` at
+    a time, under torch.profiler. Prompt tokens per second (real and padded), the share of the bf16
+    peak, the GPU's busy share of the wall time, and the kernels that take it."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    from bench.study_gpu import H200_BF16_PEAK
+    from trainables.decode_attention import decoding_attention
+    from trainables.generation import open_session
+    from trainables.kv_cache import cache_len
+    from trainables.merged_lora import merged_lora
+    from trainables.models import causal_lm
+
+    prompts = sorted((list(it.prompt_ids) for it in [*state.dev_items, *state.test_items]), key=len, reverse=True)
+    lm = causal_lm(state.model)
+    n_params = sum(p.numel() for p in lm.parameters())
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    padded = 0
+    was_training = state.model.training
+    state.model.eval()
+    try:
+        with torch.no_grad(), merged_lora(state.model, cfg.eval.merge_lora), \
+                torch.compiler.set_stance("force_eager"):
+            session = open_session(state.model, state.tokenizer, cfg.eval.stop_strings, device, False)
+            dec, _ = session.decoder_for(rows, cache_len(len(prompts[0]), 1), 1)
+            with profile(activities=activities) as prof, decoding_attention(lm):
+                t0 = time.perf_counter()
+                for at in range(0, len(prompts), rows):
+                    chunk = prompts[at:at + rows]
+                    dec.reset()
+                    dec.admit(list(range(len(chunk))), chunk, [1] * len(chunk))
+                    padded += len(chunk) * len(chunk[0])
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                wall = time.perf_counter() - t0
+            session.close()
+    finally:
+        state.model.train(was_training)
+    tokens = sum(map(len, prompts))
+    events = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    gpu_s = sum(e.self_device_time_total for e in events) / 1e6
+    top = sorted(events, key=lambda e: -e.self_device_time_total)[:12]
+    return {"prompts": len(prompts), "rows": rows, "prompt_tokens": tokens, "padded_tokens": padded,
+            "seconds": round(wall, 2), "tok_per_s": round(tokens / wall), "padded_tok_per_s": round(padded / wall),
+            "pct_of_bf16_peak": round(100 * 2 * n_params * padded / wall / H200_BF16_PEAK, 1),
+            "gpu_busy_pct": round(100 * gpu_s / wall, 1) if events else None,
+            "top_kernels": [{"name": e.key[:90], "s": round(e.self_device_time_total / 1e6, 3), "calls": e.count}
+                            for e in top]}
+
+
 def nonzero_adapters(model: Any, scale: float = 0.02) -> None:
     """Give every lora_B small seeded random values (PEFT starts them at zero, which would make
     the merged setting trivially exact): the student of a trial after some training."""
@@ -112,6 +164,7 @@ def compare(cfg: Any, device: Any, repeat: bool = False, profile: bool = False
     differ = {name: sum(a != b for a, b in zip(texts[name], texts["eager"])) for name in texts if name != "eager"}
     if profile:
         settings["profile"] = profile_decoding(state, cfg, device)
+        settings["prefill"] = profile_prefill(state, cfg, device)
     del state
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -151,7 +204,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                            "items": n_items, "settings": settings}
     eager = settings["eager"]
     out["ratio_tok_per_s"] = {name: round(s["gen_tok_per_s"] / eager["gen_tok_per_s"], 2)
-                              for name, s in settings.items() if name not in ("eager", "profile")}
+                              for name, s in settings.items() if name not in ("eager", "profile", "prefill")}
     out["differing_texts_vs_eager"] = differ
     out["tiny_fp32_check"] = {"items": tiny_items, "differing_texts": tiny_differ, "settings": tiny_settings}
     out["graphs_off_reason"] = graphs_off_reason()
@@ -167,7 +220,8 @@ def main() -> int:
     p.add_argument("--per-pair", type=int, default=20, help="dev examples per (task, language)")
     p.add_argument("--max-new", type=int, default=32,
                    help="token budget per task, at most (the eager baseline runs ~116 ms per step on the 3B shape)")
-    p.add_argument("--profile", action="store_true", help="also profile one task's eager decoding")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile one task's eager decoding, and the prefill of every item's prompt")
     p.add_argument("--repeat", action="store_true", help="measure each setting twice, alternating")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -176,7 +230,7 @@ def main() -> int:
     lines = [f"generation benchmark {result['date']}: {result['shape']} on {result['device']}, "
              f"{result['items']} dev items"]
     for name, s in result["settings"].items():
-        if name == "profile":
+        if name in ("profile", "prefill"):
             continue
         lines.append(f"  {name:<20} {s['seconds']:>7}s {s['gen_tok_per_s']:>8,} gen tok/s {s['examples_per_s']:>7} ex/s "
                      f"{s['ms_per_decode_step']:>7} ms/step  ({s['generated_tokens']:,} tokens, {s['decode_steps']} steps, "
@@ -191,6 +245,13 @@ def main() -> int:
         lines.append(f"  profile ({prof['task']}, {prof['items']} items, eager steps, grouped attention, merged LoRA): "
                      f"{prof['wall_ms_per_step']} ms wall, {prof['gpu_busy_ms_per_step']} ms GPU busy per step")
         lines += [f"    {k['ms_per_step']:>8} ms/step {k['calls_per_step']:>6}x  {k['name']}" for k in prof["top_kernels"]]
+    pre = result["settings"].get("prefill")
+    if pre:
+        lines.append(f"  prefill alone ({pre['prompts']} dev + test prompts, {pre['rows']} a time, longest first, "
+                     f"merged LoRA): {pre['tok_per_s']:,} prompt tok/s ({pre['padded_tok_per_s']:,} padded, "
+                     f"{pre['pct_of_bf16_peak']}% of the bf16 peak), GPU busy {pre['gpu_busy_pct']}% of "
+                     f"{pre['seconds']} s")
+        lines += [f"    {k['s']:>8} s {k['calls']:>6}x  {k['name']}" for k in pre["top_kernels"]]
     text = "\n".join(lines) + "\n"
     (args.out / "generation.txt").write_text(text)
     print(text)

@@ -184,6 +184,9 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
         # steps approach generated tokens / rows, plus each length group's last answers.
         "gen_decode_steps": int(sum(gen(r, "decode_steps", 0) for r in rows)),
         "gen_prefills": int(sum(gen(r, "batches", 0) for r in rows)),
+        # Prompt tokens, and what the prefills ran with each one's left padding (None before it was reported).
+        "gen_prompt_tokens": int(sum(gen(r, "prompt_tokens", 0) for r in rows)),
+        "gen_prefill_tokens": int(sum(gen(r, "prefill_tokens", 0) for r in rows)) or None,
         "peak_gpu_gb": round(most(mem_key("peak_gpu_gb")), 1) or None,
         # Recorded decoder passes (train.cuda_graphs): seconds spent recording them so far (the
         # trial reports a running total), and the most padded lengths one interval used.

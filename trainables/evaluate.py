@@ -238,7 +238,8 @@ def evaluate(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: T
     metrics, rows = score(items, texts, cfg)
     seconds = time.perf_counter() - t0
     metrics.update({gen_key("examples"): float(stats.sequences), gen_key("tokens"): float(stats.generated_tokens),
-                    gen_key("prompt_tokens"): float(stats.prompt_tokens), gen_key("batches"): float(stats.batches),
+                    gen_key("prompt_tokens"): float(stats.prompt_tokens),
+                    gen_key("prefill_tokens"): float(stats.prefill_tokens), gen_key("batches"): float(stats.batches),
                     gen_key("decoders"): float(stats.decoders), gen_key("decode_steps"): float(stats.decode_steps),
                     gen_key("seconds"): seconds})
     return metrics, rows

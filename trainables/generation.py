@@ -41,6 +41,8 @@ class GenerationStats:
     batches: int = 0
     generated_tokens: int = 0
     prompt_tokens: int = 0
+    #: Tokens the prefills ran: each admission's prompts × its longest (left padding included).
+    prefill_tokens: int = 0
     decode_steps: int = 0
     #: Sets of decoding tensors built (on CUDA with graphs, each records its step once); the
     #: other streams reused the tensors and recorded step of the stream before them.
@@ -342,6 +344,10 @@ class DecodeSession:
         self.decoder = self.runner = None
 
 
+#: One prefill holds prompts at least this fraction of its longest one's length: a stream's
+#: admissions mix lengths (joined length groups, largest budgets first), and a prefill pads every
+#: prompt to its longest (in one admission of a dev evaluation's joined stream, 2.8× the real tokens).
+PREFILL_LENGTH_RATIO = 0.75
 #: Rows refill once at least this fraction of them has no live sequence (or none has one): each
 #: admission is one prefill forward, so admitting a few prompts at a time would cost a launch-bound
 #: forward for little work.
@@ -356,8 +362,9 @@ def _decode_stream(lm: nn.Module, prompts: Sequence[Sequence[int]], budgets: Seq
     ones while the other rows go on decoding. Sequence i generates at most budgets[i] tokens.
 
     Every SYNC_EVERY steps the host reads which rows have ended (one sync): their ids are
-    collected, and once REFILL_FRACTION of the rows is free the next prompts are admitted (one
-    prefill forward). On CUDA with graphs, steps replay the session's recorded step."""
+    collected, and once REFILL_FRACTION of the rows is free the next prompts are admitted (a
+    prefill forward per run of similar lengths). On CUDA with graphs, steps replay the session's
+    recorded step."""
     width, max_new = max(len(p) for p in prompts), max(budgets)
     dec, run = session.decoder_for(rows, cache_len(width, max_new), max_new)
     dec.reset()
@@ -368,14 +375,16 @@ def _decode_stream(lm: nn.Module, prompts: Sequence[Sequence[int]], budgets: Seq
 
     def admit(free: list[int]) -> None:
         nonlocal waiting
-        take = free[:min(rows, len(prompts) - waiting)]  # a prefill of at most `rows` prompts
-        idx = list(range(waiting, waiting + len(take)))
-        dec.admit(take, [prompts[i] for i in idx], [budgets[i] for i in idx])
-        for row, i in zip(take, idx):
-            holder[row] = i
+        take = free[:min(rows, len(prompts) - waiting)]  # at most `rows` prompts at once
+        for part in _similar_lengths(list(zip(take, range(waiting, waiting + len(take)))), prompts):
+            idx = [i for _, i in part]
+            dec.admit([row for row, _ in part], [prompts[i] for i in idx], [budgets[i] for i in idx])
+            for row, i in part:
+                holder[row] = i
+            stats.batches += 1
+            stats.prompt_tokens += sum(len(prompts[i]) for i in idx)
+            stats.prefill_tokens += len(idx) * max(len(prompts[i]) for i in idx)
         waiting += len(take)
-        stats.batches += 1
-        stats.prompt_tokens += sum(len(prompts[i]) for i in idx)
 
     with decoding_attention(lm, session.grouped):
         admit(list(range(min(rows, len(prompts)))))
@@ -398,6 +407,17 @@ def _decode_stream(lm: nn.Module, prompts: Sequence[Sequence[int]], budgets: Seq
             steps += 1
     stats.decode_steps += steps
     return out
+
+
+def _similar_lengths(pairs: list[tuple[int, int]], prompts: Sequence[Sequence[int]]) -> list[list[tuple[int, int]]]:
+    """(row, prompt index) pairs split into prefills of similar lengths, longest first: none
+    shorter than PREFILL_LENGTH_RATIO of its prefill's longest (each pads to its longest)."""
+    parts: list[list[tuple[int, int]]] = []
+    for pair in sorted(pairs, key=lambda p: -len(prompts[p[1]])):
+        if not parts or len(prompts[pair[1]]) < PREFILL_LENGTH_RATIO * len(prompts[parts[-1][0][1]]):
+            parts.append([])
+        parts[-1].append(pair)
+    return parts
 
 
 def plan_streams(lengths: Sequence[int], budgets: Sequence[int],

@@ -21,7 +21,7 @@ def test_generation_benchmark_runs_on_the_tiny_shape(tmp_path):
     result = run(args)
     settings = result["settings"]
     names = ["eager", "cuda_graphs", "cuda_graphs+grouped", "+reuse", "+merged", "+pooled tasks (default)"]
-    assert set(names) | {"profile"} == set(settings)
+    assert set(names) | {"profile", "prefill"} == set(settings)
     for name in names:
         s = settings[name]
         assert s["examples"] == result["items"] > 0 and 0 < s["generated_tokens"] <= 4 * s["examples"]
@@ -31,4 +31,7 @@ def test_generation_benchmark_runs_on_the_tiny_shape(tmp_path):
     tiny = result["tiny_fp32_check"]
     assert tiny["items"] > 0 and tiny["differing_texts"] == {name: 0 for name in names[1:]}
     assert settings["profile"]["task"] == "ner" and settings["profile"]["decode_steps"] > 0
+    pre = settings["prefill"]  # every dev and test prompt (1 of each per pair), padded to its admission's longest
+    assert pre["prompts"] == 2 * result["items"] and pre["padded_tokens"] >= pre["prompt_tokens"] > 0
+    assert pre["tok_per_s"] > 0 and pre["gpu_busy_pct"] is None  # no CUDA events on a CPU
     assert result["graphs_off_reason"] is None

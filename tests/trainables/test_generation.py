@@ -38,6 +38,21 @@ def length_groups(lengths: list[int], ratio: float = 0.5) -> int:
     return groups
 
 
+def prefills(lengths: list[int]) -> int:
+    """Prefill forwards of one admission of all these prompts: runs of similar lengths."""
+    return length_groups(lengths, generation.PREFILL_LENGTH_RATIO)
+
+
+def test_an_admission_prefills_runs_of_similar_lengths():
+    """Admitted prompts are prefilled longest first, none under PREFILL_LENGTH_RATIO of its
+    prefill's longest; every (row, prompt) pair exactly once."""
+    prompts = [[0] * n for n in (10, 100, 80, 76, 74, 40, 31, 30)]
+    pairs = [(7 - i, i) for i in range(len(prompts))]
+    parts = generation._similar_lengths(pairs, prompts)
+    assert [[len(prompts[i]) for _, i in part] for part in parts] == [[100, 80, 76], [74], [40, 31, 30], [10]]
+    assert sorted(p for part in parts for p in part) == sorted(pairs)
+
+
 def rows_for(n):
     """A rows-for-the-budget rule of `n` cache cells: rows × (longest + budget) ≤ n."""
     return lambda longest, most_new: max(1, n // (longest + most_new))
@@ -73,8 +88,9 @@ def test_text_equals_hugging_face_generate_one_prompt_at_a_time(tiny_model, tiny
                                   do_sample=False, pad_token_id=tiny_tokenizer.pad_token_id)
         reference.append(tiny_tokenizer.decode(gen[0, len(p):], skip_special_tokens=True))
     assert ours == reference
-    assert stats.sequences == len(prompts) and stats.batches == 1  # roomy: one stream, one admission
-    assert stats.prompt_tokens == sum(map(len, prompts))
+    # Roomy: one stream, one admission, in prefills of similar lengths.
+    assert stats.sequences == len(prompts) and stats.batches == prefills([len(p) for p in prompts])
+    assert stats.prompt_tokens == sum(map(len, prompts)) <= stats.prefill_tokens
 
 
 def test_per_prompt_budgets_give_each_prompt_its_own_decoding(tiny_model, tiny_tokenizer):
@@ -84,9 +100,9 @@ def test_per_prompt_budgets_give_each_prompt_its_own_decoding(tiny_model, tiny_t
     together, stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, budgets, CPU, 2**30, 64)
     alone = [greedy_generate(tiny_model, tiny_tokenizer, [p], b, CPU, 2**30, 64)[0][0] for p, b in zip(prompts, budgets)]
     assert together == alone
-    assert stats.generated_tokens <= sum(budgets) and stats.batches == 1
-    # The stream runs to its longest budget, seen at the next check (every SYNC_EVERY steps).
-    assert stats.decode_steps <= stats.batches * (max(budgets) + generation.SYNC_EVERY - 1)
+    assert stats.generated_tokens <= sum(budgets) and stats.batches == prefills([len(p) for p in prompts])
+    # One stream runs to its longest budget, seen at the next check (every SYNC_EVERY steps).
+    assert stats.decode_steps <= max(budgets) + generation.SYNC_EVERY - 1
 
 
 @pytest.mark.parametrize("budgets, why", [([3, 3], "one per prompt"), ([3, 0, 3], "≥ 1"), (0, "≥ 1")])
@@ -167,7 +183,7 @@ def test_batch_size_follows_the_memory_budget(tiny_model, tiny_tokenizer):
     budget = 3 * (per_token * (max(map(len, prompts)) + 8) + 10**4)
     roomy, a = greedy_generate(tiny_model, tiny_tokenizer, prompts, 8, CPU, 2**30, 64)
     tight, b = greedy_generate(tiny_model, tiny_tokenizer, prompts, 8, CPU, budget, 64)
-    assert roomy == tight and a.batches == 1 < b.batches
+    assert roomy == tight and a.batches == prefills([len(p) for p in prompts]) < b.batches
 
 
 def test_streams_follow_the_memory_budget_and_give_the_same_text(tiny_model, tiny_tokenizer, monkeypatch):
@@ -184,7 +200,7 @@ def test_streams_follow_the_memory_budget_and_give_the_same_text(tiny_model, tin
 
     monkeypatch.setattr(generation, "_decode_stream", spy)
     one, one_stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 6, CPU, 2**30, 64)
-    assert len(widths) == 1 and one_stats.batches == 1
+    assert len(widths) == 1 and one_stats.batches == prefills([len(p) for p in prompts])
     widths.clear()
     per_token = kv_bytes_per_token(tiny_model.config, torch.float32)
     tight = per_token * (max(map(len, prompts)) + 8) * 4  # a few rows: the short prompts' 3 rows count
@@ -230,11 +246,11 @@ def test_ended_rows_take_the_next_prompt_while_the_others_decode():
     prompts, budgets = [[5, 1], [55], [75], [33], [90]], [30, 30, 30, 30, 3]
     ids = generation._decode_stream(lm, prompts, budgets, 2, session, stats)
     assert ids == [list(range(2, 21)), list(range(56, 61)), list(range(76, 81)), list(range(34, 41)), [91, 92, 93]]
-    assert stats.batches == 4 and stats.prompt_tokens == 6  # the first two, then one at a time
-    # Row 0 is fed its prompt's last token, then its 18 first tokens, one a step, while the three
-    # others pass through row 1 (their prefills are the one-row forwards).
-    assert [step[0] for step in lm.inputs if len(step) == 2][:19] == list(range(1, 20))
-    assert [step for step in lm.inputs if len(step) == 1] == [[75], [33], [90]]
+    # Five one-row prefills: the first admission's two prompts differ in length (2 and 1 tokens).
+    assert stats.batches == 5 and stats.prompt_tokens == stats.prefill_tokens == 6
+    assert [step for step in lm.inputs if len(step) == 1] == [[1], [55], [75], [33], [90]]
+    # Row 0 is fed its 18 first tokens, one a step, while the three others pass through row 1.
+    assert [step[0] for step in lm.inputs if len(step) == 2][:18] == list(range(2, 20))
     # Checked every 4 steps: 24 forwards. Two rows as fixed batches, one after another: 20 + 8 + 4.
     assert stats.decode_steps == 24 < 20 + 8 + 4
 
