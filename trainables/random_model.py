@@ -72,7 +72,7 @@ def corpus_texts(source: str, per_pair: int) -> list[str]:
     return texts
 
 
-def _tokenizer(cfg: "ModelConfig", vocab_size: int) -> Any:
+def random_tokenizer(cfg: "ModelConfig", vocab_size: int) -> Any:
     """The configured tokenizer: a BPE learnt from the corpus, or one loaded by path or hub id."""
     from trainables.bpe import LLAMA3_SPLIT, train_bpe
 
@@ -147,7 +147,7 @@ def build_random_model(cfg: "ModelConfig", out: Path) -> int:
     from transformers import AutoModelForCausalLM, LlamaConfig
 
     shape = ARCHITECTURES[architecture(cfg.name)]
-    tok = _tokenizer(cfg, shape["vocab_size"])
+    tok = random_tokenizer(cfg, shape["vocab_size"])
     tok.save_pretrained(out)
     config = LlamaConfig(**shape, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                          pad_token_id=tok.pad_token_id)

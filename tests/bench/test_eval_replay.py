@@ -1,0 +1,33 @@
+"""The evaluation replay's logic on a small shape: the product's planning and decoding loop over
+the sample's real prompt lengths, counted three ways in one run."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from tests.conftest import XTREME_SAMPLE
+
+
+@pytest.mark.skipif(not XTREME_SAMPLE.is_dir(), reason="the shared XTREME sample is not here")
+def test_replay_counts_steps_and_prefill_padding_three_ways(tmp_path, monkeypatch):
+    from bench.eval_replay import run
+    from trainables import generation
+
+    monkeypatch.setenv("LAMTUNE_HOME", str(tmp_path / "home"))
+    args = argparse.Namespace(data=XTREME_SAMPLE, shape="llama-test", dev_per_pair=2, test_per_pair=3,
+                              eval_gb=0.002, max_batch=512, mean_answer=6.0, seed=0)
+    result = run(args)
+    assert generation.PREFILL_LENGTH_RATIO == 0.75  # restored after the replay
+    for split, per_pair in (("dev", 2), ("test", 3)):
+        ways = list(result[split]["ways"].values())
+        assert result[split]["items"] > 0 and len(ways) == 3
+        groups, joined, now = ways
+        # Every way decodes every prompt once; a prefill never runs fewer tokens than its prompts.
+        assert groups["prompt_tokens"] == joined["prompt_tokens"] == now["prompt_tokens"]
+        assert all(w["prefill_tokens"] >= w["prompt_tokens"] for w in ways)
+        assert sum(n for n, _ in groups["streams"]) == result[split]["items"]
+        # Splitting admissions by length changes prefills only: same streams, same steps, less padding.
+        assert now["streams"] == joined["streams"] and now["decode_steps"] == joined["decode_steps"]
+        assert now["prefill_tokens"] <= joined["prefill_tokens"] and now["prefills"] >= joined["prefills"]
