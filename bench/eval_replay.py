@@ -69,13 +69,9 @@ def stand_in_prompts(lengths: Sequence[int], mean_answer: float, seed: int) -> l
 
 def length_groups(lengths: Sequence[int], budgets: Sequence[int], rows_for: Any) -> list[tuple[list[int], int]]:
     """One stream per length group, largest budgets first within it (study run 9's plan)."""
-    from trainables.generation import MIN_LENGTH_RATIO
+    from trainables.generation import MIN_LENGTH_RATIO, length_runs
 
-    groups: list[list[int]] = []
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        if not groups or lengths[i] < MIN_LENGTH_RATIO * lengths[groups[-1][0]]:
-            groups.append([])
-        groups[-1].append(i)
+    groups = length_runs(range(len(lengths)), lengths.__getitem__, MIN_LENGTH_RATIO)
     return [(sorted(g, key=lambda i: -budgets[i]),
              max(1, min(len(g), rows_for(lengths[g[0]], max(budgets[i] for i in g))))) for g in groups]
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import torch
 from torch import nn
@@ -24,6 +24,8 @@ from torch import nn
 from trainables.decode_attention import decoding_attention
 from trainables.kv_cache import ALIGN, StaticKV, attention_heads, cache_len, decode_mask, prefill_mask
 from trainables.models import causal_lm
+
+T = TypeVar("T")
 
 #: Steps between two checks of "has every sequence ended?" (each check is one host sync).
 SYNC_EVERY = 4
@@ -409,15 +411,21 @@ def _decode_stream(lm: nn.Module, prompts: Sequence[Sequence[int]], budgets: Seq
     return out
 
 
+def length_runs(items: Sequence[T], length: Callable[[T], int], ratio: float) -> list[list[T]]:
+    """The items longest first, in runs none of whose items is shorter than `ratio` of its run's
+    longest (ties keep the items' order)."""
+    runs: list[list[T]] = []
+    for item in sorted(items, key=lambda x: -length(x)):
+        if not runs or length(item) < ratio * length(runs[-1][0]):
+            runs.append([])
+        runs[-1].append(item)
+    return runs
+
+
 def _similar_lengths(pairs: list[tuple[int, int]], prompts: Sequence[Sequence[int]]) -> list[list[tuple[int, int]]]:
     """(row, prompt index) pairs split into prefills of similar lengths, longest first: none
     shorter than PREFILL_LENGTH_RATIO of its prefill's longest (each pads to its longest)."""
-    parts: list[list[tuple[int, int]]] = []
-    for pair in sorted(pairs, key=lambda p: -len(prompts[p[1]])):
-        if not parts or len(prompts[pair[1]]) < PREFILL_LENGTH_RATIO * len(prompts[parts[-1][0][1]]):
-            parts.append([])
-        parts[-1].append(pair)
-    return parts
+    return length_runs(pairs, lambda pair: len(prompts[pair[1]]), PREFILL_LENGTH_RATIO)
 
 
 def plan_streams(lengths: Sequence[int], budgets: Sequence[int],
@@ -431,12 +439,7 @@ def plan_streams(lengths: Sequence[int], budgets: Sequence[int],
     budget (the worst case): n·ḡ/rows_joined against n·ḡ/rows_alone plus its own tail, its largest
     budget (a stream's last answers decode with few rows busy). Within a stream, prompts go
     largest budget first, then longest: the last admissions are the short answers."""
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i], reverse=True)
-    groups: list[list[int]] = []
-    for i in order:
-        if not groups or lengths[i] < MIN_LENGTH_RATIO * lengths[groups[-1][0]]:
-            groups.append([])
-        groups[-1].append(i)
+    groups = length_runs(range(len(lengths)), lengths.__getitem__, MIN_LENGTH_RATIO)
     streams: list[list[int]] = []
     for group in groups:
         work = sum(budgets[i] for i in group)  # tokens to decode at worst

@@ -47,9 +47,6 @@ class StaticKV:
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
         #: The column each row's next one-token (decoding) update writes: advanced in place.
         self.columns = torch.zeros(batch, dtype=torch.long, device=device)
-        #: What `get_seq_length` answers: 0 (decoding passes its positions and 4-D masks prepared,
-        #: and rows hold sequences of different lengths).
-        self.seen = 0
         #: During a prefill: the rows it fills (its i-th sequence goes to row fill_rows[i]).
         self.fill_rows: torch.Tensor | None = None
 
@@ -71,8 +68,9 @@ class StaticKV:
         return keys, values
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
-        """What transformers asks to place new positions: `seen` (positions come prepared here)."""
-        return self.seen
+        """What transformers asks to place new positions: 0, as decoding passes its positions and
+        4-D masks prepared (rows hold sequences of different lengths)."""
+        return 0
 
     def __len__(self) -> int:
         return len(self.keys)
