@@ -215,8 +215,10 @@ def load_model(cfg: ModelConfig, device: torch.device, trainable: bool, path: st
     from transformers import AutoModelForCausalLM
 
     try:
+        # On a GPU the weights are read straight onto it (not built on the host and copied over).
         model = AutoModelForCausalLM.from_pretrained(
-            path or model_path(cfg), revision=None if path else cfg.revision, dtype=resolve_dtype(cfg.dtype, device)
+            path or model_path(cfg), revision=None if path else cfg.revision, dtype=resolve_dtype(cfg.dtype, device),
+            device_map=str(device) if device.type == "cuda" else None,
         )
     except (OSError, ValueError, ConnectionError) as err:
         raise _unavailable(cfg, "model", err) from None

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from trainables.trial_log import write_config
 
 def run_trial(config: dict[str, Any]) -> None:
     """Run one trial (a condition × λ policy) as a TorchTrainer inside the Tune session."""
+    started = time.time()  # the worker reports how long it took Ray to start it (time/worker_start_s)
     import ray.tune
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
@@ -48,7 +50,8 @@ def run_trial(config: dict[str, Any]) -> None:
     while True:
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={"trial": cfg.model_dump(), "trial_name": trial_name, "attempt": attempt},
+            train_loop_config={"trial": cfg.model_dump(), "trial_name": trial_name, "attempt": attempt,
+                               "driver_started": started if attempt == 0 else time.time()},
             scaling_config=ScalingConfig(num_workers=r.num_workers, use_gpu=r.use_gpu, resources_per_worker=per_worker),
             run_config=RunConfig(
                 # One deterministic name for every attempt: a retry, or a resumed sweep's trial,

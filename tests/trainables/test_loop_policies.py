@@ -436,9 +436,21 @@ def test_the_first_report_says_where_the_start_went(cache):
     reports, _ = run(base_config(cache, steps=2, eval_every=1), condition="sft")
     first, second = reports
     assert first[time_key("setup_s")] > 0 and 0 < first[time_key("first_step_s")] <= first[time_key("train_s")]
+    # Set-up's parts: the model (tokenizer, weights) and the data (evaluation items, training set).
+    parts = first[time_key("setup_model_s")], first[time_key("setup_data_s")]
+    assert all(p > 0 for p in parts) and sum(parts) <= first[time_key("setup_s")]
+    assert time_key("worker_start_s") not in first  # only a Ray worker knows when its driver started
     assert time_key("setup_s") not in second and time_key("first_step_s") not in second
     base, _ = run(base_config(cache), condition="base")  # evaluation only: set-up, no step
     assert base[0][time_key("setup_s")] > 0 and time_key("first_step_s") not in base[0]
+    assert base[0][time_key("setup_data_s")] > 0
+
+
+def test_the_first_report_says_how_long_ray_took_to_start_the_worker(cache):
+    reports: list[dict[str, Any]] = []
+    cfg = base_config(cache, steps=1, eval_every=1).model_copy(update={"variant": VariantConfig(condition="sft")})
+    run_worker(cfg, "t", 0, 1, CPU, reports.append, worker_start_s=12.5)
+    assert reports[0][time_key("worker_start_s")] == 12.5
 
 
 @pytest.mark.parametrize("setting,device,steps,compiled", [
