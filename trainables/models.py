@@ -317,12 +317,13 @@ class AnswerSpanLM(nn.Module):
         """Vocabulary logits [N, V] at the (row, col) positions."""
         lm = causal_lm(self.model)
         if self.graphs is not None and self.use_graphs and lm.training and torch.is_grad_enabled():
-            hidden = self.graphs(input_ids)  # right-padded training batches only (see train_graphs.py)
+            # Right-padded training batches only, rows packed end to end (see train_graphs.py).
+            picked = self.graphs.answer_hidden(input_ids, attention_mask, rows, cols)
         else:
-            hidden = lm.get_decoder()(
+            picked = lm.get_decoder()(
                 input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
-            ).last_hidden_state
-        logits = lm.get_output_embeddings()(hidden[rows, cols])
+            ).last_hidden_state[rows, cols]
+        logits = lm.get_output_embeddings()(picked)
         cap = getattr(lm.config, "final_logit_softcapping", None)
         if cap:
             logits = torch.tanh(logits / cap) * cap

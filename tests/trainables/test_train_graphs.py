@@ -15,7 +15,7 @@ from trainables.config import ModelConfig, TrainConfig, TrialConfig
 from trainables.loop import record_decoder_passes, setup, train_step
 from trainables.metric_keys import time_key, train_key
 from trainables.models import AnswerSpanLM, load_model, load_tokenizer
-from trainables.train_graphs import BUCKET, DecoderGraphs, train_graphs_enabled
+from trainables.train_graphs import BUCKET, PACK_BUCKET, DecoderGraphs, packing, train_graphs_enabled
 
 
 @pytest.mark.parametrize("length,padded", [(1, BUCKET), (BUCKET, BUCKET), (BUCKET + 1, 2 * BUCKET), (300, 320)])
@@ -79,6 +79,9 @@ def test_the_padded_unmasked_forward_equals_the_masked_one(tiny_dir, attention, 
     span.graphs = graphs
     logits, grads = _logits_and_grads(span, b)
     assert graphs.shapes == 1 and graphs.recorded == 1
+    # Direct (SDPA) decoders pack the 3 rows into one; the others pad every row to the bucket.
+    total = int(lengths.sum())
+    assert list(graphs.graphs) == ([(1, PACK_BUCKET)] if direct else [(3, BUCKET)]) and total < PACK_BUCKET
     torch.testing.assert_close(logits, masked_logits, rtol=1e-5, atol=1e-5)
     assert len(grads) == len(masked_grads) > 0
     for g, ref in zip(grads, masked_grads):
@@ -96,9 +99,9 @@ class Counting(DecoderGraphs):
 
     calls = 0
 
-    def __call__(self, input_ids):
+    def answer_hidden(self, *args):
         type(self).calls += 1
-        return super().__call__(input_ids)
+        return super().answer_hidden(*args)
 
 
 def test_eval_mode_no_grad_and_split_steps_take_the_eager_decoder(tiny_dir):
@@ -246,3 +249,34 @@ def test_unbounded_graphs_record_every_bucket(tiny_dir):
     for length in (10, 100, 150):
         graphs(torch.randint(3, 100, (2, length)))
     assert graphs.shapes == 3 and graphs.max_bytes is None and not graphs.over_budget
+
+
+def test_packing_lays_rows_end_to_end_with_their_own_positions_and_segments():
+    p = packing([3, 1, 2], row_width=5, bucket=4)
+    assert p.total == 6 and p.width == 8  # 6 real tokens, padded to the next multiple of 4
+    # Flat positions in the [3, 5] batch: row 0 columns 0-2, row 1 column 0, row 2 columns 0-1.
+    assert p.index.tolist() == [0, 1, 2, 5, 10, 11]
+    assert p.positions.tolist() == [0, 1, 2, 0, 0, 1, 0, 1]  # pads count from 0 too
+    assert p.segments.tolist() == [0, 0, 0, 1, 2, 2, 3, 3]  # pads: a segment of their own (3 = rows)
+    assert p.offsets.tolist() == [0, 3, 4]
+    exact = packing([4, 4], row_width=4, bucket=4)
+    assert exact.width == 8 and exact.segments.tolist() == [0] * 4 + [1] * 4  # no pad segment
+    assert packing([1], row_width=1, bucket=128).width == 128
+
+
+@pytest.mark.parametrize("lengths", [[50, 78], [7, 120, 1], [130]])  # 128 exactly, pads, a second bucket
+def test_packed_hidden_states_equal_the_masked_forward_at_every_real_position(tiny_dir, lengths):
+    model, tok = _lora_student(tiny_dir)
+    decoder = model.get_base_model().get_decoder()
+    width = max(lengths)
+    torch.manual_seed(1)
+    ids = torch.randint(3, 100, (len(lengths), width))
+    mask = (torch.arange(width)[None, :] < torch.tensor(lengths)[:, None]).long()
+    ids[mask == 0] = tok.pad_token_id
+    rows, cols = mask.nonzero(as_tuple=True)
+    graphs = DecoderGraphs(decoder, tok.pad_token_id, capture=False)
+    assert graphs.packs
+    picked = graphs.answer_hidden(ids, mask, rows, cols)
+    ref = decoder(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).last_hidden_state
+    torch.testing.assert_close(picked, ref[rows, cols], rtol=1e-5, atol=1e-5)
+    assert list(graphs.graphs) == [(1, -(-sum(lengths) // PACK_BUCKET) * PACK_BUCKET)]
