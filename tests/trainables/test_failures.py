@@ -65,9 +65,11 @@ class FakeTrainer:
 
     script: list[BaseException | None] = []
     names: list[str] = []
+    configs: list[dict] = []
 
     def __init__(self, fn, train_loop_config, scaling_config, run_config):
         FakeTrainer.names.append(run_config.name)
+        FakeTrainer.configs.append(train_loop_config)
 
     def fit(self):
         err = FakeTrainer.script.pop(0)
@@ -94,7 +96,7 @@ def fake_ray(monkeypatch, tmp_path):
     monkeypatch.setattr(ray.tune.integration.ray_train, "TuneReportCallback", lambda: None)
     monkeypatch.setattr(ray.train, "RunConfig", lambda **kw: type("RunConfig", (), kw)())
     monkeypatch.setattr(ray.tune, "get_context", lambda: Ctx())
-    FakeTrainer.names = []
+    FakeTrainer.names, FakeTrainer.configs = [], []
     return tmp_path
 
 
@@ -131,3 +133,23 @@ def test_deterministic_failure_fails_once(fake_ray):
     with pytest.raises(TrialFailed, match="non-finite loss at step 3 .not retried: deterministic"):
         run_trial(trial(5))
     assert FakeTrainer.names == ["train-t1"] and read_retries(fake_ray) == []
+
+
+def test_the_driver_polls_its_workers_often_and_tells_them_when_it_started(fake_ray, monkeypatch):
+    import time
+
+    from trainables.trainable import HEALTH_CHECK_INTERVAL_S, run_trial
+
+    monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", raising=False)
+    FakeTrainer.script = [RuntimeError("CUDA out of memory"), None]
+    before = time.time()
+    run_trial(trial(1))
+    import os
+
+    assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == str(HEALTH_CHECK_INTERVAL_S) and HEALTH_CHECK_INTERVAL_S < 2
+    first, retry = (c["driver_started"] for c in FakeTrainer.configs)
+    assert before <= first <= retry <= time.time()  # a retry counts its start from its own attempt
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "3")  # a user's setting stands
+    FakeTrainer.script = [None]
+    run_trial(trial(0))
+    assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "3"
