@@ -255,6 +255,23 @@ def lengths(model_dir: Path, data_dir: Path, train_per_task: int) -> dict[str, f
             "teacher_fewshot": round(statistics.mean(teacher), 1), "examples": len(examples)}
 
 
+def slot_time(trials: dict[str, dict[str, Any]], sweep_wall_s: float, concurrency: int) -> dict[str, float]:
+    """Where the sweep's trial slots (trials at once × sweep wall) went, summed over trials: Ray's
+    start of each worker, the worker's set-up, the rest of the start-up (waiting for a GPU share,
+    a cache build), training, evaluation, and the slot time no trial's clock covered (the cache
+    build's share, Tune starting trials, the tail after the last trial)."""
+    def total(key: str) -> float:
+        return sum(t.get(key) or 0.0 for t in trials.values())
+
+    slots = sweep_wall_s * max(1, concurrency)
+    parts = {"ray_start_s": total("worker_start_s"), "setup_s": total("setup_s"),
+             "train_s": total("train_s"), "eval_s": total("eval_s")}
+    parts["other_start_s"] = max(0.0, total("startup_s") - parts["ray_start_s"] - parts["setup_s"])
+    parts["no_trial_s"] = max(0.0, slots - total("wall_s"))
+    return {"slot_s": round(slots, 1), **{k: round(v, 1) for k, v in parts.items()},
+            **{k[:-2] + "_pct": round(100 * v / slots, 1) if slots else 0.0 for k, v in parts.items()}}
+
+
 def projection(trials: dict[str, dict[str, Any]], caches: list[dict[str, Any]], args: argparse.Namespace,
                concurrency: int, pairs: int) -> dict[str, Any]:
     """The study at full size (FULL) from this run's measured rates."""
@@ -370,6 +387,7 @@ def main() -> int:
         "gen_tok_per_s": round(gen_tok / gen_s) if gen_s else None,
     }
     result["projection_full_study"] = projection(trials, caches, args, concurrency, pairs)
+    result["slot_time"] = slot_time(trials, wall, concurrency)
     (args.out / "study.json").write_text(json.dumps(result, indent=1))
     table = render(result)
     (args.out / "study.txt").write_text(table)
@@ -432,6 +450,12 @@ def render(r: dict[str, Any]) -> str:
                      f"{t.get('setup_data_s') or '-':>6} {t.get('gen_decode_steps') or '-':>12} "
                      f"{t.get('gen_prefills') or '-':>8} {prompt or '-':>10} {prefill or '-':>11} "
                      f"{f'{prefill / prompt:.2f}' if prompt and prefill else '-':>7}")
+    if "slot_time" in r:
+        st = r["slot_time"]
+        lines += ["", f"slot time ({r['trials_at_once']} slots × sweep wall = {st['slot_s']:.0f}s): "
+                  + ", ".join(f"{name} {st[key + '_s']:.0f}s ({st[key + '_pct']}%)" for name, key in (
+                      ("Ray's worker start", "ray_start"), ("set-up", "setup"), ("other start-up", "other_start"),
+                      ("training", "train"), ("evaluation", "eval"), ("no trial", "no_trial")))]
     pj = r["projection_full_study"]
     lines += ["", f"training tok/s summed over trials sharing the GPU: {r['train_tok_per_s_sharing_gpu']} "
               f"(after the first evaluation, compilation excluded: {r['train_tok_per_s_sharing_gpu_after_first_eval']})",

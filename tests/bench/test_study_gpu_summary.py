@@ -87,3 +87,18 @@ def test_reports_come_from_the_trials_own_logs_with_tunes_clock(tmp_path):
     assert got["late"]["status"] == "stopped at step 2" and got["late"]["train_tok_per_s"] == 50
     assert got["late"]["wall_s"] is None and got["late"]["startup_s"] is None
     assert got["never"] == {"status": "no report"}
+
+
+def test_slot_time_splits_the_trial_slots():
+    from bench.study_gpu import slot_time
+
+    trials = {
+        "a": {"wall_s": 100.0, "startup_s": 40.0, "worker_start_s": 20.0, "setup_s": 15.0, "train_s": 35.0, "eval_s": 25.0},
+        "b": {"wall_s": 50.0, "startup_s": 30.0, "worker_start_s": 10.0, "setup_s": 10.0, "eval_s": 20.0},
+        "c": {"status": "no report"},
+    }
+    st = slot_time(trials, sweep_wall_s=100.0, concurrency=2)
+    assert st["slot_s"] == 200.0 and st["ray_start_s"] == 30.0 and st["setup_s"] == 25.0
+    assert st["other_start_s"] == 15.0  # (40 + 30) − 30 − 25: waiting for a GPU share, a cache
+    assert st["train_s"] == 35.0 and st["eval_s"] == 45.0 and st["no_trial_s"] == 50.0  # 200 − 150
+    assert st["train_pct"] == 17.5 and st["no_trial_pct"] == 25.0 and st["ray_start_pct"] == 15.0
