@@ -28,7 +28,7 @@ from trainables.data import TrainExample, available_langs, close_with_eos, load_
 from trainables.evaluate import eval_items, evaluate
 from trainables.losses import LossParts, answer_ce, combine_losses, token_losses, weighted_token_mean
 from trainables.metric_keys import diag_key, lambda_key, on_test, time_key, train_key
-from trainables.memory import memory_metrics
+from trainables.memory import grow_segments, memory_metrics
 from trainables.memory_plan import graph_budget_bytes, token_activation_bytes
 from trainables.models import AnswerSpanLM, causal_lm, compile_decoder_layers, load_model, load_tokenizer
 from trainables.policies import (
@@ -216,10 +216,6 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    if torch.cuda.is_available():
-        # Segments that grow instead of new blocks per batch shape: trials sharing a GPU then hold
-        # what they use, not what fragmentation left reserved.
-        torch.cuda.memory._set_allocator_settings("expandable_segments:True")
     ctx = ray.train.get_context()
     cfg, trial_name, rank = TrialConfig.model_validate(config["trial"]), config.get("trial_name", "trial"), ctx.get_world_rank()
 
@@ -315,6 +311,8 @@ def setup(
     tokenizer = load_tokenizer(cfg.model)
     model = load_model(cfg.model, device, trainable=v.trains)
     t_model = time.perf_counter() - t0
+    if device.type == "cuda":
+        grow_segments()  # from here on: the weights were loaded into plain segments
     fewshot_eval = v.condition == "fewshot"
     # Every rank holds the items: each decodes its share, rank 0 scores them all (evaluate()).
     state = TrainState(
@@ -540,12 +538,17 @@ def evaluation_report(state: TrainState, step: int, eval_index: int, extra: dict
     metrics: dict[str, Any] = {"step": step, "eval_index": eval_index, **extra}
     t0 = time.perf_counter()
     graphs = state.plain_span.graphs if state.plain_span is not None else None
-    if graphs is not None:  # the training graphs' memory goes to evaluation; recorded again after
+    if graphs is not None:
         metrics.update({train_key("graph_shapes"): graphs.shapes, time_key("graph_record_s"): graphs.record_s,
                         train_key("graph_over_budget_steps"): graphs.over_budget_steps,
                         train_key("graph_gb"): graphs.held / 2**30,
                         train_key("graph_reserved_gb"): graphs.reserved_growth / 2**30})
-        graphs.release()
+        # The graphs stay recorded through an evaluation between steps (each takes ~1.3 s to record
+        # on the 3B model: study run 11 spent 16-19 s a trial recording them again after each one);
+        # they fit in what the trial's share left beside a worst-case step, and evaluation's KV budget
+        # is what the share leaves now. The last evaluation gets their memory: no step follows it.
+        if final:
+            graphs.release()
     # Decoding runs eager: compiled layers would recompile for every new sequence length.
     with torch.compiler.set_stance("force_eager"):
         args = (state.model, state.tokenizer)

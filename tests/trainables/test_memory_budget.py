@@ -72,3 +72,20 @@ def test_cpu_batches_bound_rows_and_attention_area(tiny_dir):
         assert rows <= 64 and (rows == 1 or rows * width**2 <= 2**23)
     assert batch_size_for(config, torch.float32, 7800, 20, 2**40, 64, attention_area=2**23) == 1  # long prompts alone
     assert batch_size_for(config, torch.float32, 10, 20, 2**40, 64, attention_area=2**23) == 64
+
+
+def test_growing_segments_is_asked_of_the_allocator_and_a_refusal_is_said_not_raised(monkeypatch, capsys):
+    import torch
+
+    from trainables.memory import grow_segments
+
+    asked = []
+    monkeypatch.setattr(torch.cuda.memory, "_set_allocator_settings", asked.append)
+    assert grow_segments() and asked == ["expandable_segments:True"]
+
+    def refuse(setting):
+        raise RuntimeError("not supported by this allocator")
+
+    monkeypatch.setattr(torch.cuda.memory, "_set_allocator_settings", refuse)
+    assert grow_segments() is False
+    assert "expandable segments not set (RuntimeError: not supported by this allocator)" in capsys.readouterr().out

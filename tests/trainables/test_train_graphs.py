@@ -135,7 +135,7 @@ def test_a_trial_trains_the_same_through_the_graph_path(cache, monkeypatch):
     for mine, ref in zip(reports, eager_reports):
         for key in (train_key("ce"), train_key("kd"), train_key("loss")):
             assert mine[key] == pytest.approx(ref[key], rel=1e-4), key
-        # Released before each evaluation, recorded again by the next batches.
+        # Recorded once, kept through the evaluations between steps.
         assert mine[train_key("graph_shapes")] >= 1 and mine[time_key("graph_record_s")] > 0
     assert train_key("graph_shapes") not in eager_reports[0]
     assert eager_weights.keys() == weights.keys()
@@ -280,3 +280,23 @@ def test_packed_hidden_states_equal_the_masked_forward_at_every_real_position(ti
     ref = decoder(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp_min(0)).last_hidden_state
     torch.testing.assert_close(picked, ref[rows, cols], rtol=1e-5, atol=1e-5)
     assert list(graphs.graphs) == [(1, -(-sum(lengths) // PACK_BUCKET) * PACK_BUCKET)]
+
+
+def test_graphs_stay_recorded_through_an_evaluation_between_steps_and_go_before_the_last(cache, monkeypatch):
+    import trainables.loop as loop
+    from trainables.config import VariantConfig
+
+    monkeypatch.setattr(loop, "train_graphs_enabled", lambda *a: True)
+    cfg = base_config(cache, steps=4, eval_every=2).model_copy(update={"variant": VariantConfig(condition="sft")})
+    state = setup(cfg, "t", 0, 1, CPU)
+    graphs = state.plain_span.graphs
+    for step in (1, 2):
+        train_step(state, step)
+    shapes, recorded = graphs.shapes, graphs.recorded
+    middle = loop.evaluation_report(state, 2, 1, {}, final=False)
+    assert shapes >= 1 and graphs.shapes == shapes and middle[train_key("graph_shapes")] == shapes
+    for step in (3, 4):
+        train_step(state, step)
+    assert graphs.recorded - recorded == graphs.shapes - shapes  # only new lengths were recorded
+    loop.evaluation_report(state, 4, 2, {}, final=True)
+    assert graphs.shapes == 0  # the last evaluation got their memory
