@@ -166,7 +166,7 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
         # Of the start-up: Ray's part (driver function start → worker loop start: the Train
         # controller, the worker process and its imports), and the set-up's model and data parts.
         **{f"{part}_s": round(first[time_key(f"{part}_s")], 1)
-           for part in ("worker_start", "setup_model", "setup_data") if time_key(f"{part}_s") in first},
+           for part in ("worker_start", "worker_process", "setup_model", "setup_data") if time_key(f"{part}_s") in first},
         # Of the start-up, the wait for a teacher cache the sweep was still building (the trial
         # started beside the build and loaded its model meanwhile).
         "cache_wait_s": round(first.get(time_key("cache_wait_s"), 0.0), 1),
@@ -442,11 +442,12 @@ def render(r: dict[str, Any]) -> str:
                      f"{t.get('graph_over_budget_steps') or '-':>5} {t.get('eval_s', 0):>7} "
                      f"{t.get('gen_tok_per_s') or '-':>9} {t.get('gen_examples_per_s') or '-':>6} "
                      f"{t.get('peak_gpu_gb') or '-':>7} {round(t.get('wall_s') or 0):>7}")
-    lines += ["", f"{'trial':<22} {'ray start s':>11} {'model s':>7} {'data s':>6} {'decode steps':>12} "
+    lines += ["", f"{'trial':<22} {'ray start s':>11} {'process s':>9} {'model s':>7} {'data s':>6} {'decode steps':>12} "
               f"{'prefills':>8} {'prompt tok':>10} {'prefill tok':>11} {'padding':>7}"]
     for label, t in r["trials"].items():
         prompt, prefill = t.get("gen_prompt_tokens") or 0, t.get("gen_prefill_tokens") or 0
-        lines.append(f"{label:<22} {t.get('worker_start_s') or '-':>11} {t.get('setup_model_s') or '-':>7} "
+        lines.append(f"{label:<22} {t.get('worker_start_s') or '-':>11} {t.get('worker_process_s') or '-':>9} "
+                     f"{t.get('setup_model_s') or '-':>7} "
                      f"{t.get('setup_data_s') or '-':>6} {t.get('gen_decode_steps') or '-':>12} "
                      f"{t.get('gen_prefills') or '-':>8} {prompt or '-':>10} {prefill or '-':>11} "
                      f"{f'{prefill / prompt:.2f}' if prompt and prefill else '-':>7}")

@@ -41,6 +41,7 @@ from trainables.policies import (
     make_policy,
     per_task_mean,
 )
+from trainables.process_clock import process_age_s
 from trainables.prompts import render
 from trainables.teacher.cache import CacheError, TeacherCache, wait_for_cache
 from trainables.train_graphs import DecoderGraphs, train_graphs_enabled
@@ -213,6 +214,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # Ray's part of the trial's start-up: the Train controller, the worker process, its imports.
     started = config.get("driver_started")
     worker_start_s = time.time() - started if started is not None else None
+    process_s = process_age_s()  # of which this process's own start: imports, CUDA, process group
     import ray.train
     import ray.train.torch
 
@@ -238,7 +240,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     with latest.as_directory() if latest is not None else contextlib.nullcontext() as d:
         run_worker(cfg, trial_name, rank, ctx.get_world_size(), ray.train.torch.get_device(), report,
                    wrap_ddp=ray.train.torch.prepare_model, resume_from=Path(d) if d else None,
-                   report_checkpoint=report_checkpoint, worker_start_s=worker_start_s)
+                   report_checkpoint=report_checkpoint, worker_start_s=worker_start_s, worker_process_s=process_s)
 
 
 # ------------------------------------------------------------------------------------ set-up
@@ -577,6 +579,7 @@ def run_worker(
     resume_from: Path | None = None,
     report_checkpoint: Callable[[dict[str, Any], Path], None] | None = None,
     worker_start_s: float | None = None,
+    worker_process_s: float | None = None,
 ) -> torch.nn.Module:
     """Train (or only evaluate) one trial's student on this worker; returns the trained model.
 
@@ -585,7 +588,8 @@ def run_worker(
     `train.checkpoint_every`-th evaluation goes there instead, with a checkpoint folder beside
     it; `resume_from` is such a folder to continue from. `worker_start_s` (the seconds from the
     trial's driver starting to this worker starting: Ray's part of a trial's start-up) goes into
-    the first report as time/worker_start_s."""
+    the first report as time/worker_start_s; `worker_process_s` (how long this worker's process had
+    existed when its loop started) as time/worker_process_s."""
     t_setup = time.perf_counter()
     state = setup(cfg, trial_name, rank, world, device, wrap_ddp)
     # Where a trial's start goes (in its first report): this set-up (model, data, cache, policy),
@@ -595,6 +599,8 @@ def run_worker(
                **{time_key(f"setup_{part}_s"): s for part, s in state.setup_parts.items()}}
     if worker_start_s is not None:
         startup[time_key("worker_start_s")] = worker_start_s
+    if worker_process_s is not None:
+        startup[time_key("worker_process_s")] = worker_process_s
     if state.cache_wait_s:  # started while the sweep built its teacher cache
         startup[time_key("cache_wait_s")] = state.cache_wait_s
     if not state.trains or cfg.train.steps == 0:  # base / fewshot, or zero steps: evaluate as is

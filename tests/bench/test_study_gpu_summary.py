@@ -10,7 +10,7 @@ def test_summarise_trial_reads_the_reported_keys():
 
     rows = [
         {"step": 2, "train/tokens_seen": 100, "time/train_s": 2.0, "time/eval_s": 1.0, "time_total_s": 5.0,
-         "time/setup_s": 1.25, "time/first_step_s": 0.75, "time/worker_start_s": 9.04, "time/setup_model_s": 0.61,
+         "time/setup_s": 1.25, "time/first_step_s": 0.75, "time/worker_start_s": 9.04, "time/worker_process_s": 3.96, "time/setup_model_s": 0.61,
          "gen/tokens": 40, "gen/examples": 8, "gen/seconds": 0.5, "mem/peak_gpu_gb": 3.0, "final": False},
         {"step": 4, "train/tokens_seen": 250, "time/train_s": 3.0, "time/eval_s": 1.5, "time_total_s": 11.0,
          "gen/tokens": 60, "gen/examples": 8, "gen/seconds": 0.5, "test/gen/tokens": 100, "test/gen/examples": 12,
@@ -21,7 +21,7 @@ def test_summarise_trial_reads_the_reported_keys():
     assert s["train_tokens"] == 250 and s["train_s"] == 5.0 and s["train_tok_per_s"] == 50
     assert s["eval_s"] == 2.5 and s["startup_s"] == 2.0  # 5 − 2 − 1
     assert s["setup_s"] == 1.2 and s["first_step_s"] == 0.8  # the first report's, rounded
-    assert s["worker_start_s"] == 9.0 and s["setup_model_s"] == 0.6 and "setup_data_s" not in s  # absent: not shown
+    assert s["worker_start_s"] == 9.0 and s["worker_process_s"] == 4.0 and s["setup_model_s"] == 0.6 and "setup_data_s" not in s  # absent: not shown
     assert s["gen_tokens"] == 200 and s["gen_examples"] == 28 and s["gen_tok_per_s"] == 100
     assert s["gen_examples_per_s"] == pytest.approx(14.0)
     assert s["peak_gpu_gb"] == 4.5 and s["test_avg"] == 37.5
