@@ -211,10 +211,11 @@ def step_with_split_grads(
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point: run this worker's share of one trial and report to Ray Train."""
-    # Ray's part of the trial's start-up: the Train controller, the worker process, its imports.
-    started = config.get("driver_started")
-    worker_start_s = time.time() - started if started is not None else None
-    process_s = process_age_s()  # of which this process's own start: imports, CUDA, process group
+    # Ray's part of the trial's start-up: the Train controller, the worker process, its imports;
+    # of which this process's own start (imports, CUDA, the process group).
+    started, process_s = config.get("driver_started"), process_age_s()
+    ray_start = {time_key("worker_start_s"): time.time() - started if started is not None else None,
+                 time_key("worker_process_s"): process_s}
     import ray.train
     import ray.train.torch
 
@@ -240,7 +241,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     with latest.as_directory() if latest is not None else contextlib.nullcontext() as d:
         run_worker(cfg, trial_name, rank, ctx.get_world_size(), ray.train.torch.get_device(), report,
                    wrap_ddp=ray.train.torch.prepare_model, resume_from=Path(d) if d else None,
-                   report_checkpoint=report_checkpoint, worker_start_s=worker_start_s, worker_process_s=process_s)
+                   report_checkpoint=report_checkpoint,
+                   ray_start={k: v for k, v in ray_start.items() if v is not None})
 
 
 # ------------------------------------------------------------------------------------ set-up
@@ -323,12 +325,10 @@ def setup(
         test_items=eval_items(cfg, tokenizer, cfg.eval.test_split, cfg.eval.test_per_pair, fewshot_eval),
         out_dir=Path(cfg.experiment_dir) / "predictions" / trial_name if cfg.experiment_dir else None,
     )
-    state.setup_parts = {"model": t_model}
+    examples = training_set(cfg, tokenizer) if v.trains else []
+    state.setup_parts = {"model": t_model, "data": time.perf_counter() - t0 - t_model}
     if not v.trains:
-        state.setup_parts["data"] = time.perf_counter() - t0 - t_model
         return state
-    examples = training_set(cfg, tokenizer)
-    state.setup_parts["data"] = time.perf_counter() - t0 - t_model
     cache, waited = None, 0.0
     if v.uses_teacher:  # the sweep may still be building it: this trial has loaded its model meanwhile
         waited = wait_for_cache(cfg.cache_paths[v.teacher_mode], cfg.teacher.wait_s)
@@ -578,29 +578,24 @@ def run_worker(
     wrap_ddp: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m,
     resume_from: Path | None = None,
     report_checkpoint: Callable[[dict[str, Any], Path], None] | None = None,
-    worker_start_s: float | None = None,
-    worker_process_s: float | None = None,
+    ray_start: dict[str, float] | None = None,
 ) -> torch.nn.Module:
     """Train (or only evaluate) one trial's student on this worker; returns the trained model.
 
     `report` receives one metrics dict per evaluation (ray.train.report under Ray); `wrap_ddp`
     wraps the model for data parallelism when world > 1. With `report_checkpoint`, every
     `train.checkpoint_every`-th evaluation goes there instead, with a checkpoint folder beside
-    it; `resume_from` is such a folder to continue from. `worker_start_s` (the seconds from the
-    trial's driver starting to this worker starting: Ray's part of a trial's start-up) goes into
-    the first report as time/worker_start_s; `worker_process_s` (how long this worker's process had
-    existed when its loop started) as time/worker_process_s."""
+    it; `resume_from` is such a folder to continue from. `ray_start` (time/worker_start_s: seconds
+    from the trial's driver starting to this worker starting, Ray's part of a trial's start-up;
+    time/worker_process_s: how long this worker's process had existed by then) goes into the
+    first report."""
     t_setup = time.perf_counter()
     state = setup(cfg, trial_name, rank, world, device, wrap_ddp)
     # Where a trial's start goes (in its first report): this set-up (model, data, cache, policy),
     # the wait for a teacher cache still being built, then the first step (which compiles the
     # decoder layers when they are compiled, or records the first CUDA graph).
     startup = {time_key("setup_s"): time.perf_counter() - t_setup - state.cache_wait_s,
-               **{time_key(f"setup_{part}_s"): s for part, s in state.setup_parts.items()}}
-    if worker_start_s is not None:
-        startup[time_key("worker_start_s")] = worker_start_s
-    if worker_process_s is not None:
-        startup[time_key("worker_process_s")] = worker_process_s
+               **{time_key(f"setup_{part}_s"): s for part, s in state.setup_parts.items()}, **(ray_start or {})}
     if state.cache_wait_s:  # started while the sweep built its teacher cache
         startup[time_key("cache_wait_s")] = state.cache_wait_s
     if not state.trains or cfg.train.steps == 0:  # base / fewshot, or zero steps: evaluate as is

@@ -28,8 +28,8 @@ How, and why it is exact:
   reported (`held`, `reserved_growth`). The graphs therefore get a byte budget (`max_bytes`,
   what the trial's GPU share leaves beside a worst-case eager step: trainables/memory_plan.py):
   a batch whose bucket would overflow it steps eagerly, padded the same. Buckets are recorded as
-  they first come, so the common ones, which come first, are the ones recorded. The graphs are
-  released before each evaluation (`release`) and recorded again as the next batches need them.
+  they first come, so the common ones, which come first, are the ones recorded. The graphs stay
+  recorded through the evaluations between steps and are released (`release`) before the last.
 
 Packing (Llama-like decoders, whose layers run directly): a batch's rows are laid end to end in
 one row, padded to the next multiple of `PACK_BUCKET` tokens, each example with its own positions
@@ -185,9 +185,7 @@ class DecoderGraphs:
             return self(input_ids)[rows, cols]
         lengths = attention_mask.sum(-1).tolist()  # the one host read: the pack's layout depends on it
         p = packing(lengths, input_ids.shape[1])
-        key = (1, p.width)
-        entry = self._entry(key, input_ids, packed=True)
-        fn, ids, positions, segments = entry
+        fn, ids, positions, segments = self._entry((1, p.width), input_ids, packed=True)
         device = input_ids.device
         ids[0, :p.total].copy_(input_ids.reshape(-1)[p.index.to(device, non_blocking=True)])
         ids[0, p.total:].fill_(self.pad_id)

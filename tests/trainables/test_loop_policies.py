@@ -449,7 +449,8 @@ def test_the_first_report_says_where_the_start_went(cache):
 def test_the_first_report_says_how_long_ray_took_to_start_the_worker(cache):
     reports: list[dict[str, Any]] = []
     cfg = base_config(cache, steps=1, eval_every=1).model_copy(update={"variant": VariantConfig(condition="sft")})
-    run_worker(cfg, "t", 0, 1, CPU, reports.append, worker_start_s=12.5, worker_process_s=4.5)
+    run_worker(cfg, "t", 0, 1, CPU, reports.append,
+               ray_start={time_key("worker_start_s"): 12.5, time_key("worker_process_s"): 4.5})
     assert reports[0][time_key("worker_start_s")] == 12.5 and reports[0][time_key("worker_process_s")] == 4.5
 
 
