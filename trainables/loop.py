@@ -41,6 +41,7 @@ from trainables.policies import (
     make_policy,
     per_task_mean,
 )
+from trainables.prepared_data import prepared
 from trainables.process_clock import process_age_s
 from trainables.prompts import render
 from trainables.teacher.cache import CacheError, TeacherCache, wait_for_cache
@@ -321,11 +322,14 @@ def setup(
     # Every rank holds the items: each decodes its share, rank 0 scores them all (evaluate()).
     state = TrainState(
         cfg, rank, world, device, tokenizer, model,
-        dev_items=eval_items(cfg, tokenizer, "dev", cfg.eval.dev_per_pair, fewshot_eval),
-        test_items=eval_items(cfg, tokenizer, cfg.eval.test_split, cfg.eval.test_per_pair, fewshot_eval),
+        dev_items=prepared(cfg, tokenizer, f"eval-dev{'-fewshot' * fewshot_eval}",
+                           lambda: eval_items(cfg, tokenizer, "dev", cfg.eval.dev_per_pair, fewshot_eval)),
+        test_items=prepared(cfg, tokenizer, f"eval-test{'-fewshot' * fewshot_eval}",
+                            lambda: eval_items(cfg, tokenizer, cfg.eval.test_split, cfg.eval.test_per_pair, fewshot_eval)),
         out_dir=Path(cfg.experiment_dir) / "predictions" / trial_name if cfg.experiment_dir else None,
     )
-    examples = training_set(cfg, tokenizer) if v.trains else []
+    # Loaded and tokenised by the sweep's first trial, read back by the others (trainables/prepared_data.py).
+    examples = prepared(cfg, tokenizer, "train", lambda: training_set(cfg, tokenizer)) if v.trains else []
     state.setup_parts = {"model": t_model, "data": time.perf_counter() - t0 - t_model}
     if not v.trains:
         return state
