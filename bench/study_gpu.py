@@ -166,10 +166,13 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
         # Of the start-up: Ray's part (driver function start → worker loop start: the Train
         # controller, the worker process and its imports), and the set-up's model and data parts.
         **{f"{part}_s": round(first[time_key(f"{part}_s")], 1)
-           for part in ("worker_start", "worker_process", "setup_model", "setup_data") if time_key(f"{part}_s") in first},
+           for part in ("worker_start", "worker_process", "setup_model", "setup_data", "setup_to_device")
+           if time_key(f"{part}_s") in first},
         # Of the start-up, the wait for a teacher cache the sweep was still building (the trial
         # started beside the build and loaded its model meanwhile).
         "cache_wait_s": round(first.get(time_key("cache_wait_s"), 0.0), 1),
+        # Of the start-up, the wait of a trial started ahead of a free GPU slot (resources.start_ahead).
+        "slot_wait_s": round(first.get(time_key("slot_wait_s"), 0.0), 1),
         "train_s": round(train_s, 1),
         "train_tokens": int(train_tokens),
         "train_tok_per_s": round(train_tokens / train_s) if train_s else None,
@@ -272,6 +275,22 @@ def slot_time(trials: dict[str, dict[str, Any]], sweep_wall_s: float, concurrenc
             **{k[:-2] + "_pct": round(100 * v / slots, 1) if slots else 0.0 for k, v in parts.items()}}
 
 
+def gpu_slot_time(trials: dict[str, dict[str, Any]], sweep_wall_s: float, gpu_slots: int) -> dict[str, float]:
+    """How much of the GPU's slots (trials sharing it × sweep wall) trials held, where trials
+    start ahead of a free slot: a trial holds one from the end of Ray's start (when it found one
+    free) or from the end of its wait for one (its weights, data and cache wait before it)."""
+    held = 0.0
+    for t in trials.values():
+        before = t.get("worker_start_s") or 0.0
+        if t.get("slot_wait_s"):
+            before += (t.get("setup_model_s") or 0.0) + (t.get("setup_data_s") or 0.0) + (t.get("cache_wait_s") or 0.0) \
+                + t["slot_wait_s"]
+        held += max(0.0, (t.get("wall_s") or 0.0) - before)
+    slots = sweep_wall_s * max(1, gpu_slots)
+    return {"slot_s": round(slots, 1), "held_s": round(held, 1), "held_pct": round(100 * held / slots, 1) if slots else 0.0,
+            "slot_wait_s": round(sum(t.get("slot_wait_s") or 0.0 for t in trials.values()), 1)}
+
+
 def projection(trials: dict[str, dict[str, Any]], caches: list[dict[str, Any]], args: argparse.Namespace,
                concurrency: int, pairs: int) -> dict[str, Any]:
     """The study at full size (FULL) from this run's measured rates."""
@@ -364,6 +383,7 @@ def main() -> int:
     util = [u for _, u, _ in sampler.samples]
     mem = [m for _, _, m in sampler.samples]
     concurrency = _concurrency(args.out / "sweep.log")
+    gpu_slots = _gpu_slots(args.out / "sweep.log") or concurrency
     from trainables.config import TrialConfig
     from trainables.data import available_langs
 
@@ -376,18 +396,20 @@ def main() -> int:
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv), "sweep_command": " ".join(cmd),
         "shape": args.shape, "parameters": n_params, "sweep_rc": rc, "sweep_wall_s": round(wall, 1),
-        "setup_s": round(t_setup, 1), "trials_at_once": concurrency,
+        # Trials using the GPU at once (its slots), and trials Ray ran at once (more where trials start ahead).
+        "setup_s": round(t_setup, 1), "trials_at_once": gpu_slots, "trials_started_at_once": concurrency,
         "gpu_util_mean_pct": round(statistics.mean(util), 1) if util else None,
         "gpu_mem_max_mib": max(mem) if mem else None, "gpu_samples": len(util),
         "caches": caches, "trials": trials, "lengths": lengths(model_dir, args.data, args.train_per_task),
         "train_tok_per_s_per_trial": train_rates,
         # Summed over the trials that train at the same time: each trial's own rate × trials at once.
-        "train_tok_per_s_sharing_gpu": round(statistics.mean(train_rates) * concurrency) if train_rates else None,
-        "train_tok_per_s_sharing_gpu_after_first_eval": round(statistics.mean(steady) * concurrency) if steady else None,
+        "train_tok_per_s_sharing_gpu": round(statistics.mean(train_rates) * gpu_slots) if train_rates else None,
+        "train_tok_per_s_sharing_gpu_after_first_eval": round(statistics.mean(steady) * gpu_slots) if steady else None,
         "gen_tok_per_s": round(gen_tok / gen_s) if gen_s else None,
     }
-    result["projection_full_study"] = projection(trials, caches, args, concurrency, pairs)
+    result["projection_full_study"] = projection(trials, caches, args, gpu_slots, pairs)
     result["slot_time"] = slot_time(trials, wall, concurrency)
+    result["gpu_slot_time"] = gpu_slot_time(trials, wall, gpu_slots)
     (args.out / "study.json").write_text(json.dumps(result, indent=1))
     table = render(result)
     (args.out / "study.txt").write_text(table)
@@ -405,6 +427,14 @@ def _archive(storage: Path, target: Path) -> None:
                         "teacher_cache/*/manifest.json"):
             for f in storage.glob(pattern):
                 tar.add(f, arcname=str(f.relative_to(storage)))
+
+
+def _gpu_slots(log: Path) -> int | None:
+    """Trials sharing one GPU at once, as the sweep printed ('N trial(s) per GPU'); None when it did not."""
+    import re
+
+    m = re.search(r"(\d+) trial\(s\) per GPU", log.read_text()) if log.is_file() else None
+    return int(m[1]) if m else None
 
 
 def _concurrency(log: Path) -> int:
@@ -442,21 +472,27 @@ def render(r: dict[str, Any]) -> str:
                      f"{t.get('graph_over_budget_steps') or '-':>5} {t.get('eval_s', 0):>7} "
                      f"{t.get('gen_tok_per_s') or '-':>9} {t.get('gen_examples_per_s') or '-':>6} "
                      f"{t.get('peak_gpu_gb') or '-':>7} {round(t.get('wall_s') or 0):>7}")
-    lines += ["", f"{'trial':<22} {'ray start s':>11} {'process s':>9} {'model s':>7} {'data s':>6} {'decode steps':>12} "
+    lines += ["", f"{'trial':<22} {'ray start s':>11} {'process s':>9} {'model s':>7} {'data s':>6} {'slot wait s':>11} "
+              f"{'to GPU s':>8} {'decode steps':>12} "
               f"{'prefills':>8} {'prompt tok':>10} {'prefill tok':>11} {'padding':>7}"]
     for label, t in r["trials"].items():
         prompt, prefill = t.get("gen_prompt_tokens") or 0, t.get("gen_prefill_tokens") or 0
         lines.append(f"{label:<22} {t.get('worker_start_s') or '-':>11} {t.get('worker_process_s') or '-':>9} "
                      f"{t.get('setup_model_s') or '-':>7} "
-                     f"{t.get('setup_data_s') or '-':>6} {t.get('gen_decode_steps') or '-':>12} "
+                     f"{t.get('setup_data_s') or '-':>6} {t.get('slot_wait_s') or '-':>11} "
+                     f"{t.get('setup_to_device_s') or '-':>8} {t.get('gen_decode_steps') or '-':>12} "
                      f"{t.get('gen_prefills') or '-':>8} {prompt or '-':>10} {prefill or '-':>11} "
                      f"{f'{prefill / prompt:.2f}' if prompt and prefill else '-':>7}")
     if "slot_time" in r:
         st = r["slot_time"]
-        lines += ["", f"slot time ({r['trials_at_once']} slots × sweep wall = {st['slot_s']:.0f}s): "
+        lines += ["", f"slot time ({r.get('trials_started_at_once', r['trials_at_once'])} trial slots × sweep wall = {st['slot_s']:.0f}s): "
                   + ", ".join(f"{name} {st[key + '_s']:.0f}s ({st[key + '_pct']}%)" for name, key in (
                       ("Ray's worker start", "ray_start"), ("set-up", "setup"), ("other start-up", "other_start"),
                       ("training", "train"), ("evaluation", "eval"), ("no trial", "no_trial")))]
+    if "gpu_slot_time" in r:
+        g = r["gpu_slot_time"]
+        lines.append(f"GPU slots ({r['trials_at_once']} × sweep wall = {g['slot_s']:.0f}s) held by trials: {g['held_s']:.0f}s "
+                     f"({g['held_pct']}%); trials started ahead waited {g['slot_wait_s']:.0f}s for a slot in all")
     pj = r["projection_full_study"]
     lines += ["", f"training tok/s summed over trials sharing the GPU: {r['train_tok_per_s_sharing_gpu']} "
               f"(after the first evaluation, compilation excluded: {r['train_tok_per_s_sharing_gpu_after_first_eval']})",

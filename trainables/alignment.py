@@ -40,13 +40,24 @@ class Encoded:
 
 def encode(tokenizer: Any, prompt: str, answer: str, close_with_eos: bool) -> Encoded:
     """Token ids of prompt + answer (tokenised apart), with the answer span marked."""
-    prompt_ids = encode_prompt(tokenizer, prompt)
-    answer_ids = tokenizer(answer, add_special_tokens=False)["input_ids"]
-    if close_with_eos:
-        answer_ids = [*answer_ids, tokenizer.eos_token_id]
-    if not answer_ids:
-        raise ValueError(f"empty answer for prompt ending {prompt[-40:]!r}")
-    return Encoded(tuple(prompt_ids) + tuple(answer_ids), len(prompt_ids))
+    return encode_many(tokenizer, [(prompt, answer)], close_with_eos)[0]
+
+
+def encode_many(tokenizer: Any, pairs: Sequence[tuple[str, str]], close_with_eos: bool) -> list[Encoded]:
+    """`encode` of every (prompt, answer) pair, in two batched tokenizer calls (the same ids).
+
+    A fast tokenizer encodes a batch on all cores: the cache build's 4,918 few-shot prompts of the
+    study took 2.3 s of one core one by one."""
+    prompts = encode_prompts(tokenizer, [p for p, _ in pairs])
+    answers = tokenizer([a for _, a in pairs], add_special_tokens=False)["input_ids"] if pairs else []
+    out = []
+    for (prompt, _), prompt_ids, answer_ids in zip(pairs, prompts, answers):
+        if close_with_eos:
+            answer_ids = [*answer_ids, tokenizer.eos_token_id]
+        if not answer_ids:
+            raise ValueError(f"empty answer for prompt ending {prompt[-40:]!r}")
+        out.append(Encoded(prompt_ids + tuple(answer_ids), len(prompt_ids)))
+    return out
 
 
 def encode_prompt(tokenizer: Any, prompt: str) -> tuple[int, ...]:
@@ -55,9 +66,21 @@ def encode_prompt(tokenizer: Any, prompt: str) -> tuple[int, ...]:
     The tokenizer's special tokens are added unless the text already starts with its BOS: a chat
     template such as Llama-3's writes `<|begin_of_text|>` itself, and its post-processor would
     add a second one."""
+    return encode_prompts(tokenizer, [prompt])[0]
+
+
+def encode_prompts(tokenizer: Any, prompts: Sequence[str]) -> list[tuple[int, ...]]:
+    """`encode_prompt` of every prompt, batched (one tokenizer call per kind: BOS written or not)."""
     bos = getattr(tokenizer, "bos_token", None)
-    written = bool(bos) and prompt.startswith(bos)
-    return tuple(tokenizer(prompt, add_special_tokens=not written)["input_ids"])
+    written = [bool(bos) and p.startswith(bos) for p in prompts]
+    out: list[tuple[int, ...]] = [()] * len(prompts)
+    for has_bos in (True, False):
+        idx = [i for i, w in enumerate(written) if w == has_bos]
+        if idx:
+            ids = tokenizer([prompts[i] for i in idx], add_special_tokens=not has_bos)["input_ids"]
+            for i, x in zip(idx, ids):
+                out[i] = tuple(x)
+    return out
 
 
 def predicting_positions(answer_start: int, answer_len: int, alignment: str = "causal") -> range:

@@ -362,6 +362,10 @@ class ResourcesConfig(Section):
     gpus_per_worker: float | Literal["auto"] = Field(
         "auto", description="GPUs per worker; fractions share one GPU between trials; auto: from the memory plan")
     max_concurrent_trials: int | None = Field(None, ge=1, le=10_000, description="default: from cluster")
+    start_ahead: int | Literal["auto"] = Field(
+        "auto", description="trials per GPU that start (Ray worker, weights into host memory, data, teacher cache) "
+        "while the GPU's shares are all in use, then wait for one to free (trainables/gpu_slots.py); auto: 1 with "
+        "gpus_per_worker=auto and one worker per trial, else 0")
     max_retries: int = Field(2, ge=0, le=100, description="retries of a trial after a transient failure "
                              "(out of memory, a lost worker); deterministic errors are not retried")
 
@@ -369,6 +373,8 @@ class ResourcesConfig(Section):
     def _fractional(self) -> "ResourcesConfig":
         if isinstance(self.gpus_per_worker, float) and not 0 < self.gpus_per_worker <= 8:
             raise ValueError(f"gpus_per_worker must be 'auto' or in (0, 8], got {self.gpus_per_worker}")
+        if isinstance(self.start_ahead, int) and not 0 <= self.start_ahead <= 4:
+            raise ValueError(f"start_ahead must be 'auto' or in [0, 4], got {self.start_ahead}")
         if self.use_gpu and self.gpus_per_worker != "auto" and self.gpus_per_worker < 1 and self.num_workers > 1:
             raise ValueError("fractional gpus_per_worker needs num_workers=1 (two ranks on one GPU break NCCL)")
         return self

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
-from trainables.alignment import Encoded, encode
+from trainables.alignment import Encoded, encode, encode_many
 from trainables.config import DataConfig, TrialConfig
 from trainables.prompts import render, sample_shots
 from trainables.tasks.loaders.errors import DataFormatError, DataUnavailable
@@ -19,7 +19,8 @@ from trainables.tasks.schema import LANGS, XTREME_LANGS, Record
 
 __all__ = [
     "DataFormatError", "DataUnavailable", "TrainExample", "available_langs", "check_sources", "close_with_eos",
-    "fewshot_encoding", "load_records", "subset", "teacher_encoding", "training_pools", "training_set",
+    "fewshot_encoding", "fewshot_encodings", "load_records", "subset", "teacher_encoding", "teacher_encodings",
+    "training_pools", "training_set",
 ]
 
 
@@ -95,11 +96,10 @@ def training_set(cfg: TrialConfig, tokenizer: Any, pools: dict[str, list[Record]
     eos = close_with_eos(tokenizer)
     out: list[TrainExample] = []
     for task, pool in pools.items():
-        for i, r in enumerate(pool):
-            rp = render(tokenizer, task, r)
-            enc = encode(tokenizer, rp.prompt, rp.answer, eos)
-            if len(enc.input_ids) <= cfg.data.max_student_len:
-                out.append(TrainExample(task, i, r, enc))
+        rendered = [render(tokenizer, task, r) for r in pool]
+        encs = encode_many(tokenizer, [(rp.prompt, rp.answer) for rp in rendered], eos)
+        out += [TrainExample(task, i, r, enc) for i, (r, enc) in enumerate(zip(pool, encs))
+                if len(enc.input_ids) <= cfg.data.max_student_len]
     if not out:
         raise ValueError(f"no training example fits data.max_student_len={cfg.data.max_student_len}")
     return out
@@ -119,9 +119,34 @@ def fewshot_encoding(
         shots = shots[:-1]
 
 
+def fewshot_encodings(
+    tokenizer: Any, task: str, queries: Sequence[Record], pool: list[Record], k: int, seed: int,
+    indices: Sequence[int], max_len: int,
+) -> list[Encoded]:
+    """`fewshot_encoding` of each query (with its index), the k-shot prompts tokenised in one batch;
+    only a prompt too long with all its shots is redone one by one."""
+    shots = [sample_shots(pool, k, seed, i, exclude_id=q["id"]) for q, i in zip(queries, indices)]
+    rendered = [render(tokenizer, task, q, s) for q, s in zip(queries, shots)]
+    encs = encode_many(tokenizer, [(rp.prompt, rp.answer) for rp in rendered], close_with_eos(tokenizer))
+    return [enc if len(enc.input_ids) <= max_len or not s
+            else fewshot_encoding(tokenizer, task, q, pool, k, seed, i, max_len)
+            for enc, s, q, i in zip(encs, shots, queries, indices)]
+
+
 def teacher_encoding(cfg: TrialConfig, tokenizer: Any, ex: TrainExample, pool: list[Record], shots: bool) -> Encoded:
     """The teacher's encoding of a training example: k-shot prompt (shots from the pool) or the student's."""
+    return teacher_encodings(cfg, tokenizer, [ex], pool, shots)[0]
+
+
+def teacher_encodings(cfg: TrialConfig, tokenizer: Any, examples: Sequence[TrainExample], pool: list[Record],
+                      shots: bool) -> list[Encoded]:
+    """`teacher_encoding` of examples of one task (`pool` is its training pool), batched."""
     if not shots:
-        return ex.student
-    k = cfg.data.shots[ex.task]
-    return fewshot_encoding(tokenizer, ex.task, ex.record, pool, k, cfg.data.seed, ex.index, cfg.data.max_teacher_len)
+        return [ex.student for ex in examples]
+    if len({ex.task for ex in examples}) > 1:
+        raise ValueError("teacher_encodings takes the examples of one task at a time")
+    if not examples:
+        return []
+    task = examples[0].task
+    return fewshot_encodings(tokenizer, task, [ex.record for ex in examples], pool, cfg.data.shots[task],
+                             cfg.data.seed, [ex.index for ex in examples], cfg.data.max_teacher_len)

@@ -19,9 +19,9 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from trainables.alignment import Encoded, collate, encode, encode_prompt
+from trainables.alignment import Encoded, collate, encode, encode_prompts
 from trainables.config import TrialConfig
-from trainables.data import available_langs, close_with_eos, fewshot_encoding, load_records, subset
+from trainables.data import available_langs, close_with_eos, fewshot_encodings, load_records, subset
 from trainables.generation import GenerationStats, greedy_generate, open_session
 from trainables.memory_plan import eval_budget_bytes
 from trainables.merged_lora import merged_lora
@@ -63,15 +63,14 @@ def eval_items(cfg: TrialConfig, tokenizer: Any, split: str, n_per_pair: int, fe
     for task in cfg.data.tasks:
         for lang in available_langs(cfg.data, task):
             records = subset(load_records(cfg.data, task, lang, split), n_per_pair, cfg.data.seed)
-            pool = load_records(cfg.data, task, lang, "dev") if fewshot else []
-            for i, r in enumerate(records):
-                if fewshot:
-                    enc = fewshot_encoding(tokenizer, task, r, pool, cfg.data.shots[task], cfg.data.seed, i,
-                                           cfg.data.max_teacher_len)
-                    ids = enc.input_ids[:enc.answer_start]
-                else:
-                    ids = encode_prompt(tokenizer, render(tokenizer, task, r).prompt)
-                items.append(EvalItem(task, lang, r, ids))
+            if fewshot:
+                pool = load_records(cfg.data, task, lang, "dev")
+                encs = fewshot_encodings(tokenizer, task, records, pool, cfg.data.shots[task], cfg.data.seed,
+                                         range(len(records)), cfg.data.max_teacher_len)
+                prompts = [enc.input_ids[:enc.answer_start] for enc in encs]
+            else:
+                prompts = encode_prompts(tokenizer, [render(tokenizer, task, r).prompt for r in records])
+            items += [EvalItem(task, lang, r, ids) for r, ids in zip(records, prompts)]
     return items
 
 

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from trainables import checkpoints, faults
-from trainables.alignment import Batch, collate, encode, row_chunks
+from trainables.alignment import Batch, collate, encode_many, row_chunks
 from trainables.config import TrialConfig, train_compile_enabled
 from trainables.data import TrainExample, available_langs, close_with_eos, load_records, subset, training_set
 from trainables.evaluate import eval_items, evaluate
@@ -41,6 +41,7 @@ from trainables.policies import (
     make_policy,
     per_task_mean,
 )
+from trainables.gpu_slots import GpuSlot, trial_slot
 from trainables.prepared_data import prepared
 from trainables.process_clock import process_age_s
 from trainables.prompts import render
@@ -133,11 +134,10 @@ def dev_batches(cfg: TrialConfig, tokenizer: Any, spec: DevSpec, start: int = 0)
     pool = []
     for task in cfg.data.tasks:
         for lang in available_langs(cfg.data, task):
-            for r in subset(load_records(cfg.data, task, lang, "dev"), spec.per_pair, cfg.data.seed):
-                rp = render(tokenizer, task, r)
-                enc = encode(tokenizer, rp.prompt, rp.answer, eos)
-                if len(enc.input_ids) <= cfg.data.max_student_len:
-                    pool.append(enc)
+            rendered = [render(tokenizer, task, r)
+                        for r in subset(load_records(cfg.data, task, lang, "dev"), spec.per_pair, cfg.data.seed)]
+            pool += [enc for enc in encode_many(tokenizer, [(rp.prompt, rp.answer) for rp in rendered], eos)
+                     if len(enc.input_ids) <= cfg.data.max_student_len]
     if not pool:
         raise ValueError(f"no dev example fits data.max_student_len={cfg.data.max_student_len}")
     stream = batch_stream(pool, spec.batch_size, cfg.train.seed, 0, 1, start)
@@ -279,6 +279,8 @@ class TrainState:
     examples: Sequence[TrainExample] = ()
     dev_draws: int = 0  # dev batches drawn so far (meta-λ), for a resumed dev stream
     cache_wait_s: float = 0.0  # seconds set-up waited for the sweep to finish building the teacher cache
+    slot: GpuSlot | None = None  # this trial's GPU slot when it started ahead of one (trainables/gpu_slots.py)
+    slot_wait_s: float = 0.0  # seconds set-up waited for that slot, its weights in host memory
     # Seconds of set-up's parts ('model': tokenizer and weights on the device; 'data': evaluation
     # items and training examples, tokenised), reported in the first report as time/setup_<part>_s.
     setup_parts: dict[str, float] = field(default_factory=dict)
@@ -314,10 +316,12 @@ def setup(
     v = cfg.variant
     t0 = time.perf_counter()
     tokenizer = load_tokenizer(cfg.model)
-    model = load_model(cfg.model, device, trainable=v.trains)
+    # A trial started ahead of a free GPU slot (resources.start_ahead) keeps its weights in host
+    # memory until one frees; the others take theirs now (trainables/gpu_slots.py).
+    slot = trial_slot(cfg, device)
+    on_host = slot is not None and not slot.try_acquire()
+    model = load_model(cfg.model, device, trainable=v.trains, on_host=on_host)
     t_model = time.perf_counter() - t0
-    if device.type == "cuda":
-        grow_segments()  # from here on: the weights were loaded into plain segments
     fewshot_eval = v.condition == "fewshot"
     # Every rank holds the items: each decodes its share, rank 0 scores them all (evaluate()).
     state = TrainState(
@@ -327,22 +331,30 @@ def setup(
         test_items=prepared(cfg, tokenizer, f"eval-test{'-fewshot' * fewshot_eval}",
                             lambda: eval_items(cfg, tokenizer, cfg.eval.test_split, cfg.eval.test_per_pair, fewshot_eval)),
         out_dir=Path(cfg.experiment_dir) / "predictions" / trial_name if cfg.experiment_dir else None,
+        slot=slot,
     )
     # Loaded and tokenised by the sweep's first trial, read back by the others (trainables/prepared_data.py).
     examples = prepared(cfg, tokenizer, "train", lambda: training_set(cfg, tokenizer)) if v.trains else []
     state.setup_parts = {"model": t_model, "data": time.perf_counter() - t0 - t_model}
+    cache = None
+    if v.uses_teacher:  # the sweep may still be building it: this trial has loaded its model meanwhile
+        state.cache_wait_s = wait_for_cache(cfg.cache_paths[v.teacher_mode], cfg.teacher.wait_s)
+        cache = TeacherCache(cfg.cache_paths[v.teacher_mode], vocab_size=model.config.vocab_size)
+    if on_host:
+        assert slot is not None
+        state.slot_wait_s = slot.acquire()
+        t_move = time.perf_counter()
+        model.to(device)
+        state.setup_parts["to_device"] = time.perf_counter() - t_move
+    if device.type == "cuda":
+        grow_segments()  # from here on: the weights were loaded into plain segments
     if not v.trains:
         return state
-    cache, waited = None, 0.0
-    if v.uses_teacher:  # the sweep may still be building it: this trial has loaded its model meanwhile
-        waited = wait_for_cache(cfg.cache_paths[v.teacher_mode], cfg.teacher.wait_s)
-        cache = TeacherCache(cfg.cache_paths[v.teacher_mode], vocab_size=model.config.vocab_size)
     policy = make_policy(v.policy.name, v.policy.params, cfg.data.tasks) if cache is not None else None
     compiled = train_compile_enabled(cfg.train, device.type)
     if compiled:  # short runs stay eager: see COMPILE_MIN_STEPS
         compile_decoder_layers(model, retains_graph=policy is not None and policy.acts_on_grads)
     state = start_training(state, examples, cache, policy, wrap_ddp)
-    state.cache_wait_s = waited
     if train_graphs_enabled(cfg.train.cuda_graphs, device.type, world, compiled):
         record_decoder_passes(state)
     return state
@@ -595,13 +607,29 @@ def run_worker(
     first report."""
     t_setup = time.perf_counter()
     state = setup(cfg, trial_name, rank, world, device, wrap_ddp)
+    try:
+        return _run(state, trial_name, report, resume_from, report_checkpoint,
+                    startup=time.perf_counter() - t_setup, ray_start=ray_start or {})
+    finally:
+        if state.slot is not None:
+            state.slot.release()
+
+
+def _run(state: TrainState, trial_name: str, report: Callable[[dict[str, Any]], None],
+         resume_from: Path | None, report_checkpoint: Callable[[dict[str, Any], Path], None] | None,
+         startup: float, ray_start: dict[str, float]) -> torch.nn.Module:
+    """`run_worker` after set-up: the steps, evaluations and reports (`startup`: set-up's seconds)."""
+    cfg = state.cfg
     # Where a trial's start goes (in its first report): this set-up (model, data, cache, policy),
-    # the wait for a teacher cache still being built, then the first step (which compiles the
-    # decoder layers when they are compiled, or records the first CUDA graph).
-    startup = {time_key("setup_s"): time.perf_counter() - t_setup - state.cache_wait_s,
-               **{time_key(f"setup_{part}_s"): s for part, s in state.setup_parts.items()}, **(ray_start or {})}
+    # the waits for a teacher cache still being built and for a GPU slot (a trial started ahead
+    # of one), then the first step (which compiles the decoder layers when they are compiled, or
+    # records the first CUDA graph).
+    startup = {time_key("setup_s"): startup - state.cache_wait_s - state.slot_wait_s,
+               **{time_key(f"setup_{part}_s"): s for part, s in state.setup_parts.items()}, **ray_start}
     if state.cache_wait_s:  # started while the sweep built its teacher cache
         startup[time_key("cache_wait_s")] = state.cache_wait_s
+    if state.slot_wait_s:  # started while the GPU's slots were all in use
+        startup[time_key("slot_wait_s")] = state.slot_wait_s
     if not state.trains or cfg.train.steps == 0:  # base / fewshot, or zero steps: evaluate as is
         report(evaluation_report(state, 0, 1, startup, final=True))
         return state.model
@@ -614,7 +642,7 @@ def run_worker(
             return state.model
     t_start = time.perf_counter()
     for step in range(first, cfg.train.steps + 1):
-        faults.at_step(cfg, trial_name, rank, step)
+        faults.at_step(cfg, trial_name, state.rank, step)
         t_step = time.perf_counter()
         train_step(state, step)  # ends in its one host sync (the step's diagnostics)
         if step == first:

@@ -210,19 +210,22 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
     return getattr(torch, name)
 
 
-def load_model(cfg: ModelConfig, device: torch.device, trainable: bool, path: str | None = None) -> nn.Module:
-    """The causal LM on `device`; with `trainable` and finetune=lora, wrapped with LoRA adapters."""
+def load_model(cfg: ModelConfig, device: torch.device, trainable: bool, path: str | None = None,
+               on_host: bool = False) -> nn.Module:
+    """The causal LM on `device` (with `on_host`: in host memory, in the dtype `device` gets, for the
+    caller to move later); with `trainable` and finetune=lora, wrapped with LoRA adapters."""
     from transformers import AutoModelForCausalLM
 
+    target = torch.device("cpu") if on_host else device
     try:
         # On a GPU the weights are read straight onto it (not built on the host and copied over).
         model = AutoModelForCausalLM.from_pretrained(
             path or model_path(cfg), revision=None if path else cfg.revision, dtype=resolve_dtype(cfg.dtype, device),
-            device_map=str(device) if device.type == "cuda" else None,
+            device_map=str(target) if target.type == "cuda" else None,
         )
     except (OSError, ValueError, ConnectionError) as err:
         raise _unavailable(cfg, "model", err) from None
-    model.to(device)
+    model.to(target)
     if not trainable:
         model.eval().requires_grad_(False)
         return model

@@ -16,6 +16,7 @@ from typing import Any
 
 from trainables.config import TrialConfig
 from trainables.failures import one_line, record_retry, transient_reason
+from trainables.gpu_slots import ray_gpu_fraction
 from trainables.trial_log import write_config
 
 
@@ -52,7 +53,7 @@ def run_trial(config: dict[str, Any]) -> None:
     r = cfg.resources
     per_worker: dict[str, float] = {"CPU": r.cpus_per_worker}
     if r.use_gpu:
-        per_worker["GPU"] = r.gpus_per_worker if r.gpus_per_worker != "auto" else 1.0
+        per_worker["GPU"] = ray_gpu_fraction(r)  # with resources.start_ahead, less than the memory share
     run_dir = Path(cfg.experiment_dir) / "train_runs" / f"train-{trial_name}"
     attempt = 0
     while True:

@@ -32,11 +32,16 @@ def model_config(spec: SweepSpec) -> Any:
 
 
 def resolve_gpu_sharing(spec: SweepSpec, out: TextIO, gpu_bytes: int | None = None) -> SweepSpec:
-    """The spec with gpus_per_worker decided: as given, 1.0 off the GPU or for multi-worker trials,
-    else 1/n with n = the trials whose planned memory fits on one GPU."""
+    """The spec with gpus_per_worker and start_ahead decided. gpus_per_worker: as given, 1.0 off the
+    GPU or for multi-worker trials, else 1/n with n = the trials whose planned memory fits on one
+    GPU. start_ahead 'auto': 1 where gpus_per_worker was 'auto' on a GPU with one worker per trial
+    (a trial waiting for a slot holds no GPU memory beyond its CUDA context), else 0."""
     r = spec.resources
+    ahead = r.start_ahead
+    if ahead == "auto":
+        ahead = 1 if r.use_gpu and r.num_workers == 1 and r.gpus_per_worker == "auto" else 0
     if r.gpus_per_worker != "auto":
-        return spec
+        return spec.model_copy(update={"resources": r.model_copy(update={"start_ahead": ahead})})
     share = 1.0
     if r.use_gpu and r.num_workers == 1:
         from trainables.config import TrialConfig
@@ -49,5 +54,7 @@ def resolve_gpu_sharing(spec: SweepSpec, out: TextIO, gpu_bytes: int | None = No
         n = trials_per_gpu(need, total)
         share = 1.0 / n
         print(f"GPU sharing (resources.gpus_per_worker=auto): {n} trial(s) per GPU — planned {need / GB:.1f} GB "
-              f"per trial of {total / GB:.0f} GB (trials report their peak as mem/peak_gpu_gb)", file=out)
-    return spec.model_copy(update={"resources": r.model_copy(update={"gpus_per_worker": share})})
+              f"per trial of {total / GB:.0f} GB (trials report their peak as mem/peak_gpu_gb)"
+              + (f"; {ahead} more per GPU start(s) ahead, weights in host memory until a slot frees "
+                 "(resources.start_ahead)" if ahead else ""), file=out)
+    return spec.model_copy(update={"resources": r.model_copy(update={"gpus_per_worker": share, "start_ahead": ahead})})

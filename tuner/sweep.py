@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
+from trainables.gpu_slots import ahead, ray_gpu_fraction
 from trainables.metric_keys import ALL, AVG, eval_key, mem_key, train_key
 from tuner.gpu_sharing import resolve_gpu_sharing
 from tuner.storage import check_storage
@@ -70,8 +71,8 @@ def trial_resources(spec: SweepSpec) -> dict[str, float]:
     """CPUs and GPUs one trial holds: its driver (1 CPU) plus its workers."""
     r = spec.resources
     res = {"CPU": 1.0 + r.num_workers * r.cpus_per_worker}
-    if r.use_gpu:
-        res["GPU"] = r.num_workers * r.gpus_per_worker
+    if r.use_gpu:  # a trial started ahead of a free GPU slot holds its share of Ray's GPU (trainables/gpu_slots.py)
+        res["GPU"] = r.num_workers * ray_gpu_fraction(r)
     return res
 
 
@@ -134,12 +135,14 @@ class CacheBuildFailed(RuntimeError):
     """A teacher-cache build failed (its one-line reason)."""
 
 
-def start_cache_builds(spec: SweepSpec, cache_root: Path, out: TextIO, gpu_cap: float | None = None) -> CacheBuilds:
+def start_cache_builds(spec: SweepSpec, cache_root: Path, out: TextIO, gpu_cap: float | None = None,
+                       experiment_dir: str = "") -> CacheBuilds:
     """Start building, as Ray tasks, every teacher cache the sweep needs and lacks; return at once.
 
     Trials may start meanwhile: one that needs a cache loads its model, then waits for it. With
-    `gpu_cap` (a trial's GPU share) a build asks for no more of a GPU than one trial does, so
-    trials start beside it instead of after it."""
+    `gpu_cap` (a trial's GPU share asked of Ray) a build asks for no more of a GPU than one trial
+    does, so trials start beside it instead of after it; where trials start ahead of a free GPU
+    slot, such a build takes one of `experiment_dir`'s slots too (trainables/gpu_slots.py)."""
     import ray
 
     from trainables.config import TrialConfig
@@ -173,6 +176,8 @@ def start_cache_builds(spec: SweepSpec, cache_root: Path, out: TextIO, gpu_cap: 
     gpu = cache_gpu_share(len(groups), gpus) if spec.teacher.use_gpu else 0
     if gpu and gpu_cap:
         gpu = min(gpu, gpu_cap)
+    if gpu and gpu == gpu_cap and ahead(spec.resources):  # it counts as one of the GPU's trials
+        base = base.model_copy(update={"experiment_dir": experiment_dir, "resources": spec.resources})
     for group in groups:
         for mode in group:
             print(f"teacher cache [{mode}] building: {paths[mode]}{to_build[mode]}", file=out)
@@ -365,8 +370,8 @@ def run_sweep(spec: SweepSpec, storage: Path | None = None, resume: bool = False
     spec = resolve_gpu_sharing(spec, out)
     # The caches build while the first trials start (set-up, model loading): a trial that needs one
     # waits for it before its first step; a build asks for no more of a GPU than one trial.
-    share = spec.resources.gpus_per_worker if spec.resources.use_gpu else None
-    builds = start_cache_builds(spec, cache_root, out, gpu_cap=share if isinstance(share, float) else None)
+    share = ray_gpu_fraction(spec.resources) if spec.resources.use_gpu else None
+    builds = start_cache_builds(spec, cache_root, out, gpu_cap=share, experiment_dir=str(experiment_dir))
     trials = launch_order(spec.trial_configs(str(experiment_dir), builds.paths), builds.building)
     concurrent = max_concurrent(spec, ray.cluster_resources())
     print(f"sweep {spec.name}: {len(trials)} trials, up to {concurrent} at a time -> {experiment_dir}", file=out)

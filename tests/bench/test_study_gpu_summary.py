@@ -102,3 +102,29 @@ def test_slot_time_splits_the_trial_slots():
     assert st["other_start_s"] == 15.0  # (40 + 30) − 30 − 25: waiting for a GPU share, a cache
     assert st["train_s"] == 35.0 and st["eval_s"] == 45.0 and st["no_trial_s"] == 50.0  # 200 − 150
     assert st["train_pct"] == 17.5 and st["no_trial_pct"] == 25.0 and st["ray_start_pct"] == 15.0
+
+
+def test_gpu_slot_time_counts_a_trial_started_ahead_from_the_end_of_its_wait():
+    from bench.study_gpu import gpu_slot_time
+
+    trials = {
+        # Found a slot free: held from the end of Ray's start, 100 − 20.
+        "first": {"wall_s": 100.0, "worker_start_s": 20.0, "setup_model_s": 10.0, "setup_data_s": 2.0},
+        # Started ahead: Ray 20, weights 10, data 2, cache 3, wait 25 before it held one: 90 − 60.
+        "ahead": {"wall_s": 90.0, "worker_start_s": 20.0, "setup_model_s": 10.0, "setup_data_s": 2.0,
+                  "cache_wait_s": 3.0, "slot_wait_s": 25.0},
+        "none": {"status": "no report"},
+    }
+    g = gpu_slot_time(trials, sweep_wall_s=100.0, gpu_slots=2)
+    assert g == {"slot_s": 200.0, "held_s": 110.0, "held_pct": 55.0, "slot_wait_s": 25.0}
+
+
+def test_the_gpu_slots_come_from_the_sweeps_sharing_line(tmp_path):
+    from bench.study_gpu import _gpu_slots
+
+    log = tmp_path / "sweep.log"
+    log.write_text("GPU sharing (resources.gpus_per_worker=auto): 2 trial(s) per GPU — planned 35.5 GB per trial of "
+                   "79 GB (...); 1 more per GPU start(s) ahead\nsweep study: 7 trials, up to 3 at a time -> /x\n")
+    assert _gpu_slots(log) == 2
+    log.write_text("sweep study: 7 trials, up to 2 at a time -> /x\n")
+    assert _gpu_slots(log) is None and _gpu_slots(tmp_path / "missing.log") is None

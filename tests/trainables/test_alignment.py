@@ -118,3 +118,65 @@ def test_one_bos_when_the_chat_template_writes_it(tiny_tokenizer, task):
     plain.chat_template = CHAT_TEMPLATE
     s, t = _student_and_teacher(plain, task, n=2)
     assert all(e.input_ids[0] == bos and e.input_ids.count(bos) == 1 for e in s + t)
+
+
+def _one_by_one(tok, prompt: str, answer: str, eos: bool) -> Encoded:
+    """The pair tokenised with two plain tokenizer calls, as encode did before it was batched."""
+    written = bool(tok.bos_token) and prompt.startswith(tok.bos_token)
+    p = tok(prompt, add_special_tokens=not written)["input_ids"]
+    a = tok(answer, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if eos else [])
+    return Encoded(tuple(p) + tuple(a), len(p))
+
+
+@pytest.mark.parametrize("eos", [True, False])
+def test_batched_encoding_equals_one_pair_at_a_time(tiny_tokenizer, eos):
+    import copy
+
+    from trainables.alignment import encode_many, encode_prompts
+
+    tok = copy.deepcopy(tiny_tokenizer)
+    tok.chat_template = BOS_TEMPLATE
+    pairs = []
+    for task in TASKS:
+        for r in synthetic.generate(task, "de", "train", 4):
+            rp = render(tok, task, r)
+            pairs.append((rp.prompt, rp.answer))
+    # Mixed: prompts whose text writes the BOS and prompts that do not, in one batch.
+    pairs += [(p.removeprefix(tok.bos_token), a) for p, a in pairs[::3]] + [("", "x"), ("plain prompt", " y z")]
+    assert any(p.startswith(tok.bos_token) for p, _ in pairs) and not all(p.startswith(tok.bos_token) for p, _ in pairs)
+    want = [_one_by_one(tok, p, a, eos) for p, a in pairs]
+    assert encode_many(tok, pairs, eos) == want
+    assert encode_prompts(tok, [p for p, _ in pairs]) == [w.input_ids[:w.answer_start] for w in want]
+    assert encode_many(tok, [], eos) == [] and encode_prompts(tok, []) == []
+    with pytest.raises(ValueError, match="empty answer for prompt ending 'abc'"):
+        encode_many(tok, [("q", "a"), ("abc", "")], close_with_eos=False)
+
+
+def test_batched_fewshot_encodings_equal_one_query_at_a_time_also_when_shots_are_dropped(tiny_tokenizer):
+    from trainables.data import fewshot_encodings
+
+    pool = synthetic.generate("qa", "en", "train", 30)
+    queries = pool[:12]
+    full = [fewshot_encoding(tiny_tokenizer, "qa", q, pool, 3, 42, i, 100_000) for i, q in enumerate(queries)]
+    # A limit between the lengths: some prompts fit with all their shots, the others drop some.
+    limit = sorted(len(e.input_ids) for e in full)[len(full) // 2]
+    for max_len in (100_000, limit, 1):
+        want = [fewshot_encoding(tiny_tokenizer, "qa", q, pool, 3, 42, i, max_len) for i, q in enumerate(queries)]
+        assert fewshot_encodings(tiny_tokenizer, "qa", queries, pool, 3, 42, range(12), max_len) == want
+    dropped = fewshot_encodings(tiny_tokenizer, "qa", queries, pool, 3, 42, range(12), limit)
+    assert any(len(d.input_ids) < len(f.input_ids) for d, f in zip(dropped, full))
+    assert any(d == f for d, f in zip(dropped, full))
+
+
+def test_teacher_encodings_take_one_task_and_equal_the_single_ones(tiny_tokenizer):
+    from trainables.data import teacher_encoding, teacher_encodings, training_pools, training_set
+
+    cfg = TrialConfig.model_validate({"data": {"source": "synthetic", "max_train_per_task": 6, "tasks": ["nli", "ner"]}})
+    pools = training_pools(cfg)
+    examples = training_set(cfg, tiny_tokenizer, pools)
+    ner = [e for e in examples if e.task == "ner"]
+    for shots in (True, False):
+        assert teacher_encodings(cfg, tiny_tokenizer, ner, pools["ner"], shots) == [
+            teacher_encoding(cfg, tiny_tokenizer, e, pools["ner"], shots) for e in ner]
+    with pytest.raises(ValueError, match="one task at a time"):
+        teacher_encodings(cfg, tiny_tokenizer, examples, pools["ner"], True)

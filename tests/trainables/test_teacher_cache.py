@@ -97,11 +97,13 @@ def test_caches_built_in_one_process_load_the_teacher_once_and_equal_separate_bu
 
     cfg = _cfg()
     apart = {m: TeacherCache(build_cache(cfg, tmp_path / "apart", m)) for m in ("fewshot", "zeroshot")}
-    loads = []
-    real = build.load_teacher
+    loads, pools = [], []
+    real, real_pools = build.load_teacher, build.training_pools
     monkeypatch.setattr(build, "load_teacher", lambda *a: loads.append(a[2]) or real(*a))
+    monkeypatch.setattr(build, "training_pools", lambda c: pools.append(1) or real_pools(c))
     together = build.build_caches(cfg, tmp_path / "together", ["fewshot", "zeroshot"])
     assert loads == [None]  # the base model, once for both modes
+    assert pools == [1]  # and the training data read and tokenised once
     assert [p.name for p in together] == [cache_dir(cfg, tmp_path, m).name for m in ("fewshot", "zeroshot")]
     for mode, path in zip(("fewshot", "zeroshot"), together):
         manifest = json.loads((path / "manifest.json").read_text())

@@ -24,7 +24,8 @@ import torch
 
 from trainables.alignment import Encoded, collate
 from trainables.config import TrialConfig, teacher_compile_enabled
-from trainables.data import TrainExample, teacher_encoding, training_pools, training_set
+from trainables.data import TrainExample, teacher_encodings, training_pools, training_set
+from trainables.gpu_slots import trial_slot
 from trainables.models import (
     AnswerSpanLM, compile_decoder_layers, load_model, load_tokenizer, model_identity, model_path,
 )
@@ -189,17 +190,28 @@ def build_caches(cfg: TrialConfig, root: str | Path, modes: Sequence[str], devic
     """Build the caches of `modes` one after another in this process and return their directories;
     modes with the same teacher weights (fewshot, zeroshot: the base model) load and compile it once."""
     teachers: dict[str | None, Teacher] = {}
-    return [build_cache(cfg, root, mode, device, teachers) for mode in modes]
+    data: dict[str, Any] = {}
+    # Beside trials started ahead of a free GPU slot, the build holds one of the slots while it runs.
+    dev = torch.device(device or ("cuda" if cfg.teacher.use_gpu and torch.cuda.is_available() else "cpu"))
+    slot = trial_slot(cfg, dev)
+    if slot is not None:
+        slot.acquire()
+    try:
+        return [build_cache(cfg, root, mode, device, teachers, data) for mode in modes]
+    finally:
+        if slot is not None:
+            slot.release()
 
 
 def build_cache(cfg: TrialConfig, root: str | Path, mode: str, device: str | None = None,
-                teachers: dict[str | None, Teacher] | None = None) -> Path:
+                teachers: dict[str | None, Teacher] | None = None, data: dict[str, Any] | None = None) -> Path:
     """Build (unless a sound one exists) the cache of one teacher mode and return its directory.
 
     Under the directory's lock: a complete cache that passes its checksums is kept; anything else
     (half-written by a killed build, damaged) is replaced. The cache is written into a private
     folder and renamed into place when complete, so no reader ever sees a partial cache.
-    `teachers` keeps loaded teachers (by weights path, None for the base model) for later builds."""
+    `teachers` keeps loaded teachers (by weights path, None for the base model) for later builds,
+    `data` the training pools and examples (the same for every mode)."""
     directory = cache_dir(cfg, root, mode)
     with build_lock(directory):
         problem = cache_problem(directory)
@@ -209,7 +221,7 @@ def build_cache(cfg: TrialConfig, root: str | Path, mode: str, device: str | Non
         for leftover in directory.parent.glob(f"{directory.name}.partial-*"):  # killed builds' folders
             shutil.rmtree(leftover, ignore_errors=True)
         partial = directory.with_name(f"{directory.name}.partial-{uuid.uuid4().hex[:8]}")
-        _build_into(cfg, partial, mode, device, teachers)
+        _build_into(cfg, partial, mode, device, teachers, data)
         if directory.exists():
             log.warning("teacher cache %s was %s: replaced", directory, problem)
             shutil.rmtree(directory)
@@ -242,7 +254,7 @@ def compile_teacher(cfg: TrialConfig, teacher: Teacher, dev: torch.device, token
 
 
 def _build_into(cfg: TrialConfig, directory: Path, mode: str, device: str | None,
-                teachers: dict[str | None, Teacher] | None = None) -> None:
+                teachers: dict[str | None, Teacher] | None = None, data: dict[str, Any] | None = None) -> None:
     """Run the teacher of `mode` over every training example and write the cache into `directory`."""
     dev = torch.device(device or ("cuda" if cfg.teacher.use_gpu and torch.cuda.is_available() else "cpu"))
     tokenizer = load_tokenizer(cfg.model)
@@ -252,8 +264,11 @@ def _build_into(cfg: TrialConfig, directory: Path, mode: str, device: str | None
         check_tokenizer(path, tokenizer)  # before any data is read or model loaded
         student_rows = student_vocab_rows(cfg)
     started = time.perf_counter()
-    pools = training_pools(cfg)
-    examples = training_set(cfg, tokenizer, pools)
+    data = {} if data is None else data
+    if not data:  # a later build in this process reuses them (study run 11: 2.2 s and 3.0 s for the two modes)
+        data["pools"] = training_pools(cfg)
+        data["examples"] = training_set(cfg, tokenizer, data["pools"])
+    pools, examples = data["pools"], data["examples"]
     data_s = time.perf_counter() - started
     teachers = {} if teachers is None else teachers
     reused = path in teachers
@@ -269,7 +284,7 @@ def _build_into(cfg: TrialConfig, directory: Path, mode: str, device: str | None
     by_task: dict[str, tuple[list[TrainExample], list[Encoded]]] = {}
     for task in cfg.data.tasks:
         task_examples: list[TrainExample] = [e for e in examples if e.task == task]
-        encs = [teacher_encoding(cfg, tokenizer, e, pools[task], shots) for e in task_examples]
+        encs = teacher_encodings(cfg, tokenizer, task_examples, pools[task], shots)
         for e, t in zip(task_examples, encs):
             if t.answer_ids != e.student.answer_ids:  # guaranteed by construction; checked anyway
                 raise AssertionError(f"teacher and student answer tokens differ for {e.key}")
