@@ -10,16 +10,31 @@ from typing import Any, TextIO
 from tuner.spec import SweepSpec
 
 
-def gpu_total_bytes() -> int:
-    """Memory of the GPU a one-GPU Ray task lands on (the task's process exits afterwards)."""
+#: Most of a node's host memory the weights of the trials waiting for a GPU slot may take, together.
+HOST_SHARE_FOR_WAITING = 0.5
+
+
+def gpu_and_host_bytes() -> tuple[int, int, int]:
+    """(GPU memory, host memory, GPUs) of the node a one-GPU Ray task lands on (its process exits afterwards)."""
     import ray
 
-    def probe() -> int:
+    def probe() -> tuple[int, int]:
+        import os
+
         import torch
 
-        return int(torch.cuda.get_device_properties(0).total_memory)
+        return (int(torch.cuda.get_device_properties(0).total_memory),
+                os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
-    return int(ray.get(ray.remote(num_gpus=1, num_cpus=0, max_calls=1)(probe).remote()))
+    gpu, host = ray.get(ray.remote(num_gpus=1, num_cpus=0, max_calls=1)(probe).remote())
+    gpus = max((n.get("Resources", {}).get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=1.0)
+    return int(gpu), int(host), max(1, int(gpus))
+
+
+def waiting_fits(weights_bytes: int, ahead: int, gpus_per_node: int, host_bytes: int) -> bool:
+    """Whether `ahead` trials per GPU waiting with their weights in host memory fit beside the rest
+    of a node's work (together at most HOST_SHARE_FOR_WAITING of its memory)."""
+    return ahead * gpus_per_node * weights_bytes <= HOST_SHARE_FOR_WAITING * host_bytes
 
 
 def model_config(spec: SweepSpec) -> Any:
@@ -31,11 +46,14 @@ def model_config(spec: SweepSpec) -> Any:
     return AutoConfig.from_pretrained(model_path(spec.model), revision=spec.model.revision)
 
 
-def resolve_gpu_sharing(spec: SweepSpec, out: TextIO, gpu_bytes: int | None = None) -> SweepSpec:
+def resolve_gpu_sharing(spec: SweepSpec, out: TextIO, gpu_bytes: int | None = None,
+                        host: tuple[int, int] | None = None) -> SweepSpec:
     """The spec with gpus_per_worker and start_ahead decided. gpus_per_worker: as given, 1.0 off the
     GPU or for multi-worker trials, else 1/n with n = the trials whose planned memory fits on one
     GPU. start_ahead 'auto': 1 where gpus_per_worker was 'auto' on a GPU with one worker per trial
-    (a trial waiting for a slot holds no GPU memory beyond its CUDA context), else 0."""
+    and the waiting trials' weights fit in host memory (`waiting_fits`; a trial waiting for a slot
+    holds no GPU memory beyond its CUDA context), else 0. `gpu_bytes` and `host` (host memory,
+    GPUs per node) stand in for asking the cluster."""
     r = spec.resources
     ahead = r.start_ahead
     if ahead == "auto":
@@ -45,14 +63,23 @@ def resolve_gpu_sharing(spec: SweepSpec, out: TextIO, gpu_bytes: int | None = No
     share = 1.0
     if r.use_gpu and r.num_workers == 1:
         from trainables.config import TrialConfig
-        from trainables.memory_plan import GB, trial_bytes, trials_per_gpu
+        from trainables.memory_plan import GB, parameter_count, trial_bytes, trials_per_gpu
 
         trains = any(v.trains for v in spec.expanded_variants())
         cfg = TrialConfig(model=spec.model, data=spec.data, train=spec.train, eval=spec.eval, resources=r)
-        need = trial_bytes(cfg, model_config(spec), trains=trains)
-        total = gpu_bytes if gpu_bytes is not None else gpu_total_bytes()
+        config = model_config(spec)
+        need = trial_bytes(cfg, config, trains=trains)
+        if gpu_bytes is None:
+            gpu_bytes, host_bytes, gpus = gpu_and_host_bytes()
+            host = host or (host_bytes, gpus)
+        total = gpu_bytes
         n = trials_per_gpu(need, total)
         share = 1.0 / n
+        weights = parameter_count(config) * (4 if spec.model.dtype == "float32" else 2)
+        if r.start_ahead == "auto" and ahead and host is not None and not waiting_fits(weights, ahead, host[1], host[0]):
+            print(f"start_ahead: 0 — {host[1]} GPU(s) × {weights / GB:.1f} GB of waiting weights would take more than "
+                  f"{HOST_SHARE_FOR_WAITING:.0%} of the node's {host[0] / GB:.0f} GB host memory", file=out)
+            ahead = 0
         print(f"GPU sharing (resources.gpus_per_worker=auto): {n} trial(s) per GPU — planned {need / GB:.1f} GB "
               f"per trial of {total / GB:.0f} GB (trials report their peak as mem/peak_gpu_gb)"
               + (f"; {ahead} more per GPU start(s) ahead, weights in host memory until a slot frees "

@@ -57,6 +57,18 @@ def test_the_sweep_resolves_auto_and_asks_ray_for_the_smaller_fraction(tiny_dir)
     assert resolve_gpu_sharing(given, io.StringIO()).resources.start_ahead == 0  # a fraction the user chose stands alone
     two = spec.model_copy(update={"resources": spec.resources.model_copy(update={"start_ahead": 2})})
     assert resolve_gpu_sharing(two, io.StringIO(), gpu_bytes=10**15).resources.start_ahead == 2
+    # Waiting weights must fit in host memory: 8 GPUs × the tiny model's weights against a tiny host.
+    from trainables.memory_plan import parameter_count
+    from tuner.gpu_sharing import model_config, waiting_fits
+
+    weights = parameter_count(model_config(spec)) * 2
+    assert waiting_fits(weights, 1, 8, 16 * weights) and not waiting_fits(weights, 1, 8, 15 * weights)
+    out = io.StringIO()
+    small_host = resolve_gpu_sharing(spec, out, gpu_bytes=10**15, host=(15 * weights, 8))
+    assert small_host.resources.start_ahead == 0 and "start_ahead: 0 — 8 GPU(s)" in out.getvalue()
+    assert resolve_gpu_sharing(spec, io.StringIO(), gpu_bytes=10**15, host=(16 * weights, 8)).resources.start_ahead == 1
+    explicit = spec.model_copy(update={"resources": spec.resources.model_copy(update={"start_ahead": 1})})
+    assert resolve_gpu_sharing(explicit, io.StringIO(), gpu_bytes=10**15, host=(weights, 8)).resources.start_ahead == 1
     cpu = resolve_gpu_sharing(load_spec("smoke"), io.StringIO())
     assert cpu.resources.start_ahead == 0 and trial_resources(cpu) == {"CPU": 2.0}
 
