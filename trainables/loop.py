@@ -45,7 +45,7 @@ from trainables.gpu_slots import GpuSlot, trial_slot
 from trainables.prepared_data import prepared
 from trainables.process_clock import process_age_s
 from trainables.prompts import render
-from trainables.teacher.cache import CacheError, TeacherCache, wait_for_cache
+from trainables.teacher.cache import CacheError, TeacherCache, is_complete, wait_for_cache
 from trainables.train_graphs import DecoderGraphs, train_graphs_enabled
 from trainables.trial_log import append_report
 from trainables.tasks.schema import TASKS
@@ -317,9 +317,12 @@ def setup(
     t0 = time.perf_counter()
     tokenizer = load_tokenizer(cfg.model)
     # A trial started ahead of a free GPU slot (resources.start_ahead) keeps its weights in host
-    # memory until one frees; the others take theirs now (trainables/gpu_slots.py).
-    slot = trial_slot(cfg, device)
-    on_host = slot is not None and not slot.try_acquire()
+    # memory until one frees; the others take theirs now (trainables/gpu_slots.py). No trial holds
+    # a slot while it waits for a teacher cache: the cache's build may be waiting for that slot.
+    slot, on_host = trial_slot(cfg, device), False
+    if slot is not None:
+        cache_pending = v.uses_teacher and not is_complete(cfg.cache_paths[v.teacher_mode])
+        on_host = cache_pending or not slot.try_acquire()
     model = load_model(cfg.model, device, trainable=v.trains, on_host=on_host)
     t_model = time.perf_counter() - t0
     fewshot_eval = v.condition == "fewshot"

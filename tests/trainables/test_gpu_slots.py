@@ -179,3 +179,36 @@ def test_a_cache_build_beside_trials_started_ahead_holds_a_slot_while_it_builds(
     assert build.build_caches(TrialConfig(), tmp_path, ["fewshot", "zeroshot"]) == [tmp_path / "fewshot", tmp_path / "zeroshot"]
     assert seen == [False, False]  # a trial could not take the slot while the build ran
     assert GpuSlot(slots, 1).try_acquire()  # and can once it is done
+
+
+def test_a_trial_waiting_for_its_teacher_cache_leaves_the_free_slot_to_the_build(tmp_path, tiny_dir, monkeypatch):
+    """The slot is free, but the cache is not built yet: the trial loads on the host, waits for the
+    cache without holding the slot (the build may need it; a trial holding it would deadlock the
+    sweep), then takes the slot."""
+    from trainables.teacher.build import build_cache
+
+    cfg = _trial(tmp_path, "distill")
+    cfg.variant.policy.params = {"lam": 0.5}
+    built = build_cache(cfg, tmp_path / "built", "fewshot")
+    target = tmp_path / "caches" / built.name
+    cfg.cache_paths = {"fewshot": str(target)}
+    slots = tmp_path / "slots"
+    monkeypatch.setattr(loop, "trial_slot", lambda c, device: GpuSlot(slots, 1))
+    hosts, free_while_waiting = [], []
+    real_load = loop.load_model
+    monkeypatch.setattr(loop, "load_model", lambda *a, on_host=False, **k: hosts.append(on_host) or real_load(*a, on_host=on_host, **k))
+
+    def finish_build() -> None:
+        time.sleep(1.5)
+        probe = GpuSlot(slots, 1)
+        free_while_waiting.append(probe.try_acquire())
+        probe.release()
+        target.parent.mkdir()
+        built.rename(target)
+
+    threading.Thread(target=finish_build).start()
+    state = loop.setup(cfg, "t", 0, 1, torch.device("cpu"))
+    assert hosts == [True] and free_while_waiting == [True]
+    assert state.cache_wait_s > 0.3 and state.slot_wait_s < 1.0 and state.trains
+    assert state.slot is not None and state.slot.held is not None  # taken once the cache was there
+    state.slot.release()
