@@ -279,10 +279,12 @@ class TrainState:
     examples: Sequence[TrainExample] = ()
     dev_draws: int = 0  # dev batches drawn so far (meta-λ), for a resumed dev stream
     cache_wait_s: float = 0.0  # seconds set-up waited for the sweep to finish building the teacher cache
-    slot: GpuSlot | None = None  # this trial's GPU slot when it started ahead of one (trainables/gpu_slots.py)
+    slot: GpuSlot | None = None  # the GPU slot this trial holds where trials start ahead (trainables/gpu_slots.py)
     slot_wait_s: float = 0.0  # seconds set-up waited for that slot, its weights in host memory
-    # Seconds of set-up's parts ('model': tokenizer and weights on the device; 'data': evaluation
-    # items and training examples, tokenised), reported in the first report as time/setup_<part>_s.
+    # Seconds of set-up's parts ('model': tokenizer and weights on the device, or in host memory for
+    # a trial started ahead; 'data': evaluation items and training examples, tokenised or read back;
+    # 'to_device': such a trial's weights moved once it had a slot), reported in the first report
+    # as time/setup_<part>_s.
     setup_parts: dict[str, float] = field(default_factory=dict)
 
     @property

@@ -176,7 +176,7 @@ def start_cache_builds(spec: SweepSpec, cache_root: Path, out: TextIO, gpu_cap: 
     gpu = cache_gpu_share(len(groups), gpus) if spec.teacher.use_gpu else 0
     if gpu and gpu_cap:
         gpu = min(gpu, gpu_cap)
-    if gpu and gpu == gpu_cap and ahead(spec.resources):  # it counts as one of the GPU's trials
+    if gpu and ahead(spec.resources):  # it counts as one of its GPU's trials (asks Ray for no more than one)
         base = base.model_copy(update={"experiment_dir": experiment_dir, "resources": spec.resources})
     for group in groups:
         for mode in group:
