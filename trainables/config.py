@@ -364,8 +364,8 @@ class ResourcesConfig(Section):
     max_concurrent_trials: int | None = Field(None, ge=1, le=10_000, description="default: from cluster")
     start_ahead: int | Literal["auto"] = Field(
         "auto", description="trials per GPU that start (Ray worker, weights into host memory, data, teacher cache) "
-        "while the GPU's shares are all in use, then wait for one to free (trainables/gpu_slots.py); auto: 1 with "
-        "gpus_per_worker=auto and one worker per trial, else 0")
+        "while the GPU's shares are all in use, then wait for one to free (trainables/gpu_slots.py); auto: 2 with "
+        "gpus_per_worker=auto and one worker per trial (fewer where host memory cannot hold their weights), else 0")
     max_retries: int = Field(2, ge=0, le=100, description="retries of a trial after a transient failure "
                              "(out of memory, a lost worker); deterministic errors are not retried")
 

@@ -50,23 +50,25 @@ def test_the_sweep_resolves_auto_and_asks_ray_for_the_smaller_fraction(tiny_dir)
     out = io.StringIO()
     resolved = resolve_gpu_sharing(spec, out, gpu_bytes=10**15)
     r = resolved.resources
-    assert r.start_ahead == 1 and r.gpus_per_worker == 0.25 and "1 more per GPU start(s) ahead" in out.getvalue()
-    assert trial_resources(resolved)["GPU"] == pytest.approx(0.2)
-    assert max_concurrent(resolved, {"CPU": 64.0, "GPU": 1.0}) == 5  # 4 using the GPU, 1 starting
+    assert r.start_ahead == 2 and r.gpus_per_worker == 0.25 and "2 more per GPU start(s) ahead" in out.getvalue()
+    assert trial_resources(resolved)["GPU"] == pytest.approx(1 / 6)
+    assert max_concurrent(resolved, {"CPU": 64.0, "GPU": 1.0}) == 6  # 4 using the GPU, 2 starting
     given = spec.model_copy(update={"resources": spec.resources.model_copy(update={"gpus_per_worker": 0.5})})
     assert resolve_gpu_sharing(given, io.StringIO()).resources.start_ahead == 0  # a fraction the user chose stands alone
-    two = spec.model_copy(update={"resources": spec.resources.model_copy(update={"start_ahead": 2})})
-    assert resolve_gpu_sharing(two, io.StringIO(), gpu_bytes=10**15).resources.start_ahead == 2
+    one = spec.model_copy(update={"resources": spec.resources.model_copy(update={"start_ahead": 1})})
+    assert resolve_gpu_sharing(one, io.StringIO(), gpu_bytes=10**15).resources.start_ahead == 1
     # Waiting weights must fit in host memory: 8 GPUs × the tiny model's weights against a tiny host.
     from trainables.memory_plan import parameter_count
     from tuner.gpu_sharing import model_config, waiting_fits
 
     weights = parameter_count(model_config(spec)) * 2
     assert waiting_fits(weights, 1, 8, 16 * weights) and not waiting_fits(weights, 1, 8, 15 * weights)
-    out = io.StringIO()
-    small_host = resolve_gpu_sharing(spec, out, gpu_bytes=10**15, host=(15 * weights, 8))
-    assert small_host.resources.start_ahead == 0 and "start_ahead: 0 — 8 GPU(s)" in out.getvalue()
-    assert resolve_gpu_sharing(spec, io.StringIO(), gpu_bytes=10**15, host=(16 * weights, 8)).resources.start_ahead == 1
+    assert waiting_fits(weights, 2, 8, 32 * weights) and not waiting_fits(weights, 2, 8, 31 * weights)
+    for host_weights, want in ((32, 2), (31, 1), (16, 1), (15, 0)):
+        out = io.StringIO()
+        got = resolve_gpu_sharing(spec, out, gpu_bytes=10**15, host=(host_weights * weights, 8)).resources.start_ahead
+        assert got == want, (host_weights, got)
+        assert (f"start_ahead: {want} — 2 per GPU × 8 GPU(s)" in out.getvalue()) == (want < 2)
     explicit = spec.model_copy(update={"resources": spec.resources.model_copy(update={"start_ahead": 1})})
     assert resolve_gpu_sharing(explicit, io.StringIO(), gpu_bytes=10**15, host=(weights, 8)).resources.start_ahead == 1
     cpu = resolve_gpu_sharing(load_spec("smoke"), io.StringIO())
