@@ -449,12 +449,15 @@ def render(r: dict[str, Any]) -> str:
     """The study's figures as a plain-text table."""
     lines = [f"study benchmark {r['date']} — {r['shape']} ({r['parameters'] / 1e9:.2f} B), sweep rc {r['sweep_rc']}",
              f"sweep wall {r['sweep_wall_s']:.0f}s (model set-up {r['setup_s']:.0f}s before it), "
-             f"{r['trials_at_once']} trials at a time, GPU util mean {r['gpu_util_mean_pct']}%, "
+             f"{r['trials_at_once']} trials on the GPU at a time"
+             + (f" ({r['trials_started_at_once']} started)" if r.get("trials_started_at_once", r["trials_at_once"])
+                != r["trials_at_once"] else "")
+             + f", GPU util mean {r['gpu_util_mean_pct']}%, "
              f"GPU memory max {r['gpu_mem_max_mib']} MiB",
              f"mean lengths (tokens): {r['lengths']}", ""]
     for c in r["caches"]:
         lines.append(f"cache {c['cache']}: {c['seconds']}s, {c['teacher_tok_per_s']:,} teacher tok/s "
-                     f"({c['pct_of_bf16_peak']}% of bf16 peak), {c['answer_tokens']:,} answer tokens")
+                     f"({c['pct_of_bf16_peak']}% of the H200's measured bf16 peak), {c['answer_tokens']:,} answer tokens")
         if "phases_s" in c:
             lines.append(f"  phases {c['phases_s']}; forward passes alone {c.get('forward_tok_per_s', 0):,} "
                          f"tok/s ({c.get('forward_pct_of_bf16_peak', 0)}% of peak)"
