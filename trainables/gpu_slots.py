@@ -6,7 +6,8 @@ sharing a GPU n ways, Ray is asked for 1/(n + start_ahead) of it per trial, so t
 more trials per GPU start while n run; each of those loads its weights into host memory and then
 waits here for one of the GPU's n slots before it puts anything on the device. The slots are
 file locks on the trial's host, one set per experiment and GPU: a worker that dies releases its
-slot with its process.
+slot with its process. On one H100 (study runs 12 and 13) the study's sweep took 424 s with 1
+trial started ahead and 398 s with 2, its GPU busy 69.1% and 73.4% of it (run 11, none: 54.4%).
 """
 
 from __future__ import annotations
