@@ -19,8 +19,8 @@ from trainables.tasks.schema import LANGS, XTREME_LANGS, Record
 
 __all__ = [
     "DataFormatError", "DataUnavailable", "TrainExample", "available_langs", "check_sources", "close_with_eos",
-    "fewshot_encoding", "fewshot_encodings", "load_records", "subset", "teacher_encoding", "teacher_encodings",
-    "training_pools", "training_set",
+    "fewshot_encoding", "fewshot_encodings", "load_records", "student_encodings", "subset", "teacher_encoding",
+    "teacher_encodings", "training_pools", "training_set",
 ]
 
 
@@ -90,14 +90,18 @@ def training_pools(cfg: TrialConfig) -> dict[str, list[Record]]:
     }
 
 
+def student_encodings(tokenizer: Any, task: str, records: Sequence[Record]) -> list[Encoded]:
+    """The zero-shot (student) encoding of each record of `task`, tokenised in one batch."""
+    rendered = [render(tokenizer, task, r) for r in records]
+    return encode_many(tokenizer, [(rp.prompt, rp.answer) for rp in rendered], close_with_eos(tokenizer))
+
+
 def training_set(cfg: TrialConfig, tokenizer: Any, pools: dict[str, list[Record]] | None = None) -> list[TrainExample]:
     """Every training example whose student encoding fits max_student_len, task by task."""
     pools = pools if pools is not None else training_pools(cfg)
-    eos = close_with_eos(tokenizer)
     out: list[TrainExample] = []
     for task, pool in pools.items():
-        rendered = [render(tokenizer, task, r) for r in pool]
-        encs = encode_many(tokenizer, [(rp.prompt, rp.answer) for rp in rendered], eos)
+        encs = student_encodings(tokenizer, task, pool)
         out += [TrainExample(task, i, r, enc) for i, (r, enc) in enumerate(zip(pool, encs))
                 if len(enc.input_ids) <= cfg.data.max_student_len]
     if not out:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from trainables.config import ResourcesConfig, TrialConfig
+from trainables.memory_plan import gpu_share
 
 if TYPE_CHECKING:
     import torch
@@ -31,7 +32,7 @@ POLL_S = 0.2
 
 def shares_per_gpu(r: ResourcesConfig) -> int:
     """How many trials use one GPU at once: 1/gpus_per_worker for fractions, else 1."""
-    share = r.gpus_per_worker if isinstance(r.gpus_per_worker, float) else 1.0
+    share = gpu_share(r)
     return max(1, round(1.0 / share)) if share < 1.0 else 1
 
 
@@ -46,9 +47,8 @@ def ahead(r: ResourcesConfig) -> int:
 
 def ray_gpu_fraction(r: ResourcesConfig) -> float:
     """GPUs per worker asked of Ray: the memory share, or 1/(n + start_ahead) when trials start ahead."""
-    share = r.gpus_per_worker if isinstance(r.gpus_per_worker, float) else 1.0
     a = ahead(r)
-    return 1.0 / (shares_per_gpu(r) + a) if a else share
+    return 1.0 / (shares_per_gpu(r) + a) if a else gpu_share(r)
 
 
 def slot_dir(experiment_dir: str, gpu_id: str) -> Path:

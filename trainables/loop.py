@@ -22,9 +22,9 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 
 from trainables import checkpoints, faults
-from trainables.alignment import Batch, collate, encode_many, row_chunks
+from trainables.alignment import Batch, collate, row_chunks
 from trainables.config import TrialConfig, train_compile_enabled
-from trainables.data import TrainExample, available_langs, close_with_eos, load_records, subset, training_set
+from trainables.data import TrainExample, available_langs, load_records, student_encodings, subset, training_set
 from trainables.evaluate import eval_items, evaluate
 from trainables.losses import LossParts, answer_ce, combine_losses, token_losses, weighted_token_mean
 from trainables.metric_keys import diag_key, lambda_key, on_test, time_key, train_key
@@ -44,7 +44,6 @@ from trainables.policies import (
 from trainables.gpu_slots import GpuSlot, trial_slot
 from trainables.prepared_data import prepared
 from trainables.process_clock import process_age_s
-from trainables.prompts import render
 from trainables.teacher.cache import CacheError, TeacherCache, is_complete, wait_for_cache
 from trainables.train_graphs import DecoderGraphs, train_graphs_enabled
 from trainables.trial_log import append_report
@@ -130,13 +129,11 @@ def dev_batches(cfg: TrialConfig, tokenizer: Any, spec: DevSpec, start: int = 0)
 
     The pool holds ≤ spec.per_pair dev examples of every task × evaluation language; every rank
     draws the same batches, so a dev gradient needs no all-reduce."""
-    eos = close_with_eos(tokenizer)
     pool = []
     for task in cfg.data.tasks:
         for lang in available_langs(cfg.data, task):
-            rendered = [render(tokenizer, task, r)
-                        for r in subset(load_records(cfg.data, task, lang, "dev"), spec.per_pair, cfg.data.seed)]
-            pool += [enc for enc in encode_many(tokenizer, [(rp.prompt, rp.answer) for rp in rendered], eos)
+            records = subset(load_records(cfg.data, task, lang, "dev"), spec.per_pair, cfg.data.seed)
+            pool += [enc for enc in student_encodings(tokenizer, task, records)
                      if len(enc.input_ids) <= cfg.data.max_student_len]
     if not pool:
         raise ValueError(f"no dev example fits data.max_student_len={cfg.data.max_student_len}")

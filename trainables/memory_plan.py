@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from trainables.config import TrialConfig
+from trainables.config import ResourcesConfig, TrialConfig
 from trainables.kv_cache import attention_heads
 
 GB = 1024**3
@@ -67,6 +67,16 @@ def step_bytes(cfg: TrialConfig, config: Any) -> int:
             + per_rank * ANSWER_TOKENS * config.vocab_size * 4 * LOGIT_COPIES)
 
 
+def weight_bytes(cfg: TrialConfig, config: Any) -> int:
+    """Bytes of the model's weights in the trial's dtype (bf16/fp16: 2 per parameter, fp32: 4)."""
+    return parameter_count(config) * (4 if cfg.model.dtype == "float32" else 2)
+
+
+def gpu_share(r: ResourcesConfig) -> float:
+    """The fraction of a GPU one worker plans its memory on: gpus_per_worker, 1.0 while 'auto'."""
+    return r.gpus_per_worker if isinstance(r.gpus_per_worker, float) else 1.0
+
+
 def trial_bytes(cfg: TrialConfig, config: Any, trains: bool = True) -> int:
     """Estimated peak GPU bytes of one trial's worker: weights (and full fine-tuning's optimizer
     state) throughout, plus the larger of the training step's and the evaluation's transient memory
@@ -74,7 +84,7 @@ def trial_bytes(cfg: TrialConfig, config: Any, trains: bool = True) -> int:
     graphs (train.cuda_graphs) are not counted: they only take what the share leaves (graph_budget_bytes)."""
     dtype_size = 4 if cfg.model.dtype == "float32" else 2
     params = parameter_count(config)
-    need = params * dtype_size
+    need = weight_bytes(cfg, config)
     training = 0
     evaluation = int(cfg.eval.memory_gb * GB)
     if trains:
@@ -89,7 +99,7 @@ def trial_bytes(cfg: TrialConfig, config: Any, trains: bool = True) -> int:
 def free_in_share(cfg: TrialConfig, device: torch.device) -> int:
     """Bytes of this trial's GPU share (resources.gpus_per_worker of the device, ×USABLE) that the
     process does not hold now (allocated or cached); negative when it holds more than its share."""
-    share = cfg.resources.gpus_per_worker if isinstance(cfg.resources.gpus_per_worker, float) else 1.0
+    share = gpu_share(cfg.resources)
     total = torch.cuda.get_device_properties(device).total_memory
     held = max(torch.cuda.memory_allocated(device), torch.cuda.memory_reserved(device))
     return int(total * min(1.0, share) * USABLE) - held

@@ -56,8 +56,7 @@ def resolve_gpu_sharing(spec: SweepSpec, out: TextIO, gpu_bytes: int | None = No
     GPU. start_ahead 'auto': AUTO_START_AHEAD where gpus_per_worker was 'auto' on a GPU with one
     worker per trial, fewer where the waiting trials' weights would not fit in host memory
     (`waiting_fits`; a trial waiting for a slot holds no GPU memory beyond its CUDA context), else
-    0. `gpu_bytes` and `host` (host memory,
-    GPUs per node) stand in for asking the cluster."""
+    0. `gpu_bytes` and `host` (host memory, GPUs per node) stand in for asking the cluster."""
     r = spec.resources
     ahead = r.start_ahead
     if ahead == "auto":
@@ -67,7 +66,7 @@ def resolve_gpu_sharing(spec: SweepSpec, out: TextIO, gpu_bytes: int | None = No
     share = 1.0
     if r.use_gpu and r.num_workers == 1:
         from trainables.config import TrialConfig
-        from trainables.memory_plan import GB, parameter_count, trial_bytes, trials_per_gpu
+        from trainables.memory_plan import GB, trial_bytes, trials_per_gpu, weight_bytes
 
         trains = any(v.trains for v in spec.expanded_variants())
         cfg = TrialConfig(model=spec.model, data=spec.data, train=spec.train, eval=spec.eval, resources=r)
@@ -79,7 +78,7 @@ def resolve_gpu_sharing(spec: SweepSpec, out: TextIO, gpu_bytes: int | None = No
         total = gpu_bytes
         n = trials_per_gpu(need, total)
         share = 1.0 / n
-        weights = parameter_count(config) * (4 if spec.model.dtype == "float32" else 2)
+        weights = weight_bytes(cfg, config)
         if r.start_ahead == "auto" and ahead and host is not None and not waiting_fits(weights, ahead, host[1], host[0]):
             fits = [a for a in range(ahead - 1, 0, -1) if waiting_fits(weights, a, host[1], host[0])]
             print(f"start_ahead: {fits[0] if fits else 0} — {ahead} per GPU × {host[1]} GPU(s) × {weights / GB:.1f} GB "

@@ -186,14 +186,18 @@ def cache_problem(directory: Path) -> str | None:
     return None
 
 
+def teacher_device(cfg: TrialConfig, device: str | None) -> torch.device:
+    """Where the teacher runs: `device` when given, else the GPU when teacher.use_gpu and there is one."""
+    return torch.device(device or ("cuda" if cfg.teacher.use_gpu and torch.cuda.is_available() else "cpu"))
+
+
 def build_caches(cfg: TrialConfig, root: str | Path, modes: Sequence[str], device: str | None = None) -> list[Path]:
     """Build the caches of `modes` one after another in this process and return their directories;
     modes with the same teacher weights (fewshot, zeroshot: the base model) load and compile it once."""
     teachers: dict[str | None, Teacher] = {}
     data: dict[str, Any] = {}
     # Beside trials started ahead of a free GPU slot, the build holds one of the slots while it runs.
-    dev = torch.device(device or ("cuda" if cfg.teacher.use_gpu and torch.cuda.is_available() else "cpu"))
-    slot = trial_slot(cfg, dev)
+    slot = trial_slot(cfg, teacher_device(cfg, device))
     if slot is not None:
         slot.acquire()
     try:
@@ -256,7 +260,7 @@ def compile_teacher(cfg: TrialConfig, teacher: Teacher, dev: torch.device, token
 def _build_into(cfg: TrialConfig, directory: Path, mode: str, device: str | None,
                 teachers: dict[str | None, Teacher] | None = None, data: dict[str, Any] | None = None) -> None:
     """Run the teacher of `mode` over every training example and write the cache into `directory`."""
-    dev = torch.device(device or ("cuda" if cfg.teacher.use_gpu and torch.cuda.is_available() else "cpu"))
+    dev = teacher_device(cfg, device)
     tokenizer = load_tokenizer(cfg.model)
     path = cfg.teacher.checkpoint if mode == "checkpoint" else None
     student_rows = None
