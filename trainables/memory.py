@@ -30,9 +30,9 @@ def grow_segments() -> bool:
 
     Segments that grow instead of new blocks per batch shape: trials sharing a GPU then hold what
     they use, not what fragmentation left reserved. Set once the weights are loaded, which need no
-    growing: in study run 11 (one H100) trials that set it before loading spent 7.6-14.6 s loading
-    the tokenizer and the 3B weights, the cache build (without it) 1.6 s for the same weights. The
-    setting is the suspected cause (each growth maps memory page by page), not yet a measured one."""
+    growing. (It was suspected of the trials' slow load — 7.6-14.6 s in study run 11 against the
+    cache build's 1.6 s — but set after the load in runs 12-13 the trials still took 7.9-14.4 s:
+    it is not the cause.)"""
     import torch
 
     try:
