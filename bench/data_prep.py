@@ -17,24 +17,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def median_s(fn: Callable[[], Any], repeats: int) -> float:
-    """Median wall seconds of `repeats` calls of fn."""
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> int:
@@ -45,11 +33,16 @@ def main() -> int:
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    import torch
+
+    from bench.harness import timed
     from trainables.config import TrialConfig
     from trainables.data import fewshot_encoding, teacher_encodings, training_pools, training_set
     from trainables.evaluate import eval_items
     from trainables.models import load_tokenizer, prepare_model
     from trainables.prepared_data import prepared
+
+    cpu = torch.device("cpu")  # harness.timed's device (nothing to synchronise)
 
     experiment = Path(tempfile.mkdtemp(prefix="lamtune-data-prep-"))
     cfg = TrialConfig.model_validate({
@@ -71,7 +64,7 @@ def main() -> int:
                 for enc in teacher_encodings(cfg, tok, [e for e in examples if e.task == task], pools[task], True)]
 
     assert one_by_one() == batched(), "batched teacher encodings differ from one-by-one"
-    base, new = median_s(one_by_one, args.repeats), median_s(batched, args.repeats)
+    base, new = timed(one_by_one, cpu, 0, args.repeats), timed(batched, cpu, 0, args.repeats)
     print(f"{os.cpu_count()} CPUs, tokenizer of random:{args.shape} ({len(tok)} tokens)")
     print(f"teacher encodings ({len(examples)} few-shot prompts): one by one {base:.2f}s, batched {new:.2f}s, "
           f"{base / new:.2f}x")
@@ -87,7 +80,7 @@ def main() -> int:
                 prepared(cfg, tok, "train", lambda: training_set(cfg, tok))]
 
     assert read() == build(), "prepared files differ from a fresh build"  # the first read() stores them
-    base, new = median_s(build, args.repeats), median_s(read, args.repeats)
+    base, new = timed(build, cpu, 0, args.repeats), timed(read, cpu, 0, args.repeats)
     print(f"a trial's data set-up ({sum(len(x) for x in build())} items and examples): loaded and tokenised "
           f"{base:.2f}s, read from prepared files {new:.3f}s, {base / new:.0f}x")
     return 0
