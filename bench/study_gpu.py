@@ -92,6 +92,48 @@ class GpuSampler(threading.Thread):
             time.sleep(self.period)
 
 
+# --------------------------------------------------------------------------- NVIDIA MPS
+
+
+def _mps_control(command: str) -> str:
+    """What the MPS control daemon answers to one command (its stdin)."""
+    return subprocess.run(["nvidia-cuda-mps-control"], input=command + "\n", capture_output=True, text=True,
+                          timeout=30).stdout.strip()
+
+
+def start_mps(work: Path) -> dict[str, Any]:
+    """NVIDIA MPS for the sweep's processes, as README's 'Sharing a GPU' has a GPU node run it: a
+    control daemon (pipe and logs under `work`, named to the sweep through the environment), then one
+    short CUDA process to check that clients reach a server. {'on': False, 'why': …} where it cannot."""
+    import shutil
+
+    if shutil.which("nvidia-cuda-mps-control") is None:
+        return {"on": False, "why": "nvidia-cuda-mps-control not found"}
+    for name, sub in (("CUDA_MPS_PIPE_DIRECTORY", "mps-pipe"), ("CUDA_MPS_LOG_DIRECTORY", "mps-log")):
+        (work / sub).mkdir(parents=True, exist_ok=True)
+        os.environ[name] = str(work / sub)
+    started = subprocess.run(["nvidia-cuda-mps-control", "-d"], capture_output=True, text=True, timeout=30)
+    if started.returncode:
+        return {"on": False, "why": f"daemon: rc {started.returncode} {started.stderr.strip()[-200:]}"}
+    client = subprocess.run([sys.executable, "-c", "import torch; torch.ones(1, device='cuda').sum().item()"],
+                            capture_output=True, text=True, timeout=120)
+    servers = _mps_control("get_server_list")
+    if client.returncode or not servers:
+        stop_mps()
+        log = (work / "mps-log" / "control.log")
+        return {"on": False, "why": f"client rc {client.returncode} {client.stderr.strip()[-300:]}; servers "
+                f"{servers!r}; control.log {log.read_text()[-300:] if log.is_file() else '-'}"}
+    return {"on": True, "servers": servers.split()}
+
+
+def stop_mps() -> None:
+    """Ask the MPS control daemon to quit (its server goes with it)."""
+    try:
+        _mps_control("quit")
+    except (OSError, subprocess.SubprocessError):
+        pass
+
+
 # --------------------------------------------------------------------------- reading what the product reported
 
 
@@ -338,6 +380,9 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=520,
                    help="seconds from the bench's start (model set-up included) before the sweep is stopped")
     p.add_argument("--set", dest="extra", action="append", default=[], help="more --set overrides for the sweep")
+    p.add_argument("--mps", choices=("start", "off"), default="start",
+                   help="start: run the sweep under NVIDIA MPS (a control daemon started before it, stopped after), "
+                        "as README's 'Sharing a GPU' has GPU nodes do; off: trials time-slice the GPU (the baseline)")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     storage = args.work / "sweeps"
@@ -357,6 +402,8 @@ def main() -> int:
     cmd = [sys.executable, "-m", "tuner", "sweep", "seed-multitask", "--storage", str(storage), "--name", "study"]
     for s in sets:
         cmd += ["--set", s]
+    mps = start_mps(args.work) if args.mps == "start" and use_gpu == "true" else {"on": False, "why": "--mps off"}
+    print(f"NVIDIA MPS: {mps}", flush=True)
     print("$ " + " ".join(cmd), flush=True)
     sampler = GpuSampler()
     sampler.start()
@@ -375,6 +422,8 @@ def main() -> int:
     timer.cancel()
     wall = time.perf_counter() - t_sweep
     sampler.stop.set()
+    if mps["on"]:
+        stop_mps()
 
     experiment = storage / "study"
     _archive(storage, args.out / "trials.tar.gz")
@@ -395,7 +444,7 @@ def main() -> int:
     gen_s = sum(t.get("gen_tokens", 0) / t["gen_tok_per_s"] for t in trials.values() if t.get("gen_tok_per_s"))
     result = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv), "sweep_command": " ".join(cmd),
-        "shape": args.shape, "parameters": n_params, "sweep_rc": rc, "sweep_wall_s": round(wall, 1),
+        "shape": args.shape, "parameters": n_params, "sweep_rc": rc, "sweep_wall_s": round(wall, 1), "mps": mps,
         # Trials using the GPU at once (its slots), and trials Ray ran at once (more where trials start ahead).
         "setup_s": round(t_setup, 1), "trials_at_once": gpu_slots, "trials_started_at_once": concurrency,
         "gpu_util_mean_pct": round(statistics.mean(util), 1) if util else None,
@@ -454,6 +503,7 @@ def render(r: dict[str, Any]) -> str:
                 != r["trials_at_once"] else "")
              + f", GPU util mean {r['gpu_util_mean_pct']}%, "
              f"GPU memory max {r['gpu_mem_max_mib']} MiB",
+             "NVIDIA MPS: " + ("on" if r.get("mps", {}).get("on") else f"off ({r.get('mps', {}).get('why', 'not asked')})"),
              f"mean lengths (tokens): {r['lengths']}", ""]
     for c in r["caches"]:
         lines.append(f"cache {c['cache']}: {c['seconds']}s, {c['teacher_tok_per_s']:,} teacher tok/s "

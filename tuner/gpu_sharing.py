@@ -5,7 +5,9 @@ too many were packed onto one device."""
 
 from __future__ import annotations
 
-from typing import Any, TextIO
+import os
+from pathlib import Path
+from typing import Any, NamedTuple, TextIO
 
 from tuner.spec import SweepSpec
 
@@ -17,21 +19,60 @@ HOST_SHARE_FOR_WAITING = 0.5
 AUTO_START_AHEAD = 2
 
 
-def gpu_and_host_bytes() -> tuple[int, int, int]:
-    """(GPU memory, host memory, GPUs) of the node a one-GPU Ray task lands on (its process exits afterwards)."""
+#: NVIDIA's Multi-Process Service control daemon. While it runs, the CUDA processes on a GPU share
+#: one MPS server, so trials sharing the GPU run their kernels side by side instead of taking turns
+#: (time slices): one trial's launch-bound training step fills the SMs another's decoding leaves idle.
+MPS_DAEMON = "nvidia-cuda-mps-control"
+
+
+def mps_running(proc: Path = Path("/proc"), pipe_dir: str | None = None) -> bool:
+    """Whether NVIDIA MPS serves this node's GPUs: its control daemon runs here, or its control pipe
+    exists (`CUDA_MPS_PIPE_DIRECTORY`, else /tmp/nvidia-mps; a daemon outside this container)."""
+    pipe = Path(pipe_dir or os.environ.get("CUDA_MPS_PIPE_DIRECTORY") or "/tmp/nvidia-mps") / "control"
+    if pipe.exists():
+        return True
+    for cmdline in proc.glob("[0-9]*/cmdline"):
+        try:
+            argv0 = cmdline.read_bytes().split(b"\0", 1)[0].decode(errors="replace")
+        except OSError:  # the process ended while we looked
+            continue
+        if Path(argv0).name == MPS_DAEMON:
+            return True
+    return False
+
+
+class GpuNode(NamedTuple):
+    """What a GPU node has: one GPU's memory, host memory, GPUs, and whether MPS serves them."""
+
+    gpu_bytes: int
+    host_bytes: int
+    gpus: int
+    mps: bool
+
+
+def probe_gpu_node() -> GpuNode:
+    """The node a one-GPU Ray task lands on, as that task sees it (its process exits afterwards)."""
     import ray
 
-    def probe() -> tuple[int, int]:
-        import os
-
+    def probe() -> tuple[int, int, bool]:
         import torch
 
         return (int(torch.cuda.get_device_properties(0).total_memory),
-                os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+                os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"), mps_running())
 
-    gpu, host = ray.get(ray.remote(num_gpus=1, num_cpus=0, max_calls=1)(probe).remote())
+    gpu, host, mps = ray.get(ray.remote(num_gpus=1, num_cpus=0, max_calls=1)(probe).remote())
     gpus = max((n.get("Resources", {}).get("GPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=1.0)
-    return int(gpu), int(host), max(1, int(gpus))
+    return GpuNode(int(gpu), int(host), max(1, int(gpus)), bool(mps))
+
+
+def mps_note(trials_per_gpu: int, mps: bool | None) -> str:
+    """What the sweep says of MPS where trials share a GPU ('' where none do, or nobody looked)."""
+    if trials_per_gpu < 2 or mps is None:
+        return ""
+    if mps:
+        return "; NVIDIA MPS is on: their kernels run side by side"
+    return ("; NVIDIA MPS is off: they take turns on the GPU (start `nvidia-cuda-mps-control -d` on GPU nodes "
+            "to let their kernels overlap: README, 'Sharing a GPU')")
 
 
 def waiting_fits(weights_bytes: int, ahead: int, gpus_per_node: int, host_bytes: int) -> bool:
@@ -50,13 +91,13 @@ def model_config(spec: SweepSpec) -> Any:
 
 
 def resolve_gpu_sharing(spec: SweepSpec, out: TextIO, gpu_bytes: int | None = None,
-                        host: tuple[int, int] | None = None) -> SweepSpec:
+                        host: tuple[int, int] | None = None, mps: bool | None = None) -> SweepSpec:
     """The spec with gpus_per_worker and start_ahead decided. gpus_per_worker: as given, 1.0 off the
     GPU or for multi-worker trials, else 1/n with n = the trials whose planned memory fits on one
     GPU. start_ahead 'auto': AUTO_START_AHEAD where gpus_per_worker was 'auto' on a GPU with one
     worker per trial, fewer where the waiting trials' weights would not fit in host memory
     (`waiting_fits`; a trial waiting for a slot holds no GPU memory beyond its CUDA context), else
-    0. `gpu_bytes` and `host` (host memory, GPUs per node) stand in for asking the cluster."""
+    0. `gpu_bytes`, `host` (host memory, GPUs per node) and `mps` stand in for asking the cluster."""
     r = spec.resources
     ahead = r.start_ahead
     if ahead == "auto":
@@ -73,8 +114,8 @@ def resolve_gpu_sharing(spec: SweepSpec, out: TextIO, gpu_bytes: int | None = No
         config = model_config(spec)
         need = trial_bytes(cfg, config, trains=trains)
         if gpu_bytes is None:
-            gpu_bytes, host_bytes, gpus = gpu_and_host_bytes()
-            host = host or (host_bytes, gpus)
+            node = probe_gpu_node()
+            gpu_bytes, host, mps = node.gpu_bytes, host or (node.host_bytes, node.gpus), node.mps
         total = gpu_bytes
         n = trials_per_gpu(need, total)
         share = 1.0 / n
@@ -88,5 +129,5 @@ def resolve_gpu_sharing(spec: SweepSpec, out: TextIO, gpu_bytes: int | None = No
         print(f"GPU sharing (resources.gpus_per_worker=auto): {n} trial(s) per GPU — planned {need / GB:.1f} GB "
               f"per trial of {total / GB:.0f} GB (trials report their peak as mem/peak_gpu_gb)"
               + (f"; {ahead} more per GPU start(s) ahead, weights in host memory until a slot frees "
-                 "(resources.start_ahead)" if ahead else ""), file=out)
+                 "(resources.start_ahead)" if ahead else "") + mps_note(n, mps), file=out)
     return spec.model_copy(update={"resources": r.model_copy(update={"gpus_per_worker": share, "start_ahead": ahead})})

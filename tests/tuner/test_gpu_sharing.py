@@ -94,3 +94,35 @@ def test_training_graphs_get_what_the_share_leaves_beside_a_worst_case_step(monk
     assert graph_budget_bytes(cfg, config, cuda) == int(80 * GB * 0.5 * 0.9) - 8 * GB - want_step
     held["bytes"] = 30 * GB  # nothing left beside the step: no graphs, never a negative budget
     assert graph_budget_bytes(cfg, config, cuda) == 0
+
+
+def test_mps_running_finds_the_daemon_or_its_pipe(tmp_path):
+    """MPS counts as on where its control daemon's process or its control pipe is there, not otherwise."""
+    import os
+
+    from tuner.gpu_sharing import MPS_DAEMON, mps_running
+
+    proc, pipes = tmp_path / "proc", tmp_path / "pipes"
+    (proc / "12").mkdir(parents=True)
+    (proc / "12" / "cmdline").write_bytes(b"python\0-m\0nvidia-cuda-mps-control\0")  # named as an argument only
+    (proc / "self").mkdir()
+    pipes.mkdir()
+    assert not mps_running(proc, str(pipes))
+    (proc / "40").mkdir()
+    (proc / "40" / "cmdline").write_bytes(f"/usr/bin/{MPS_DAEMON}\0-d\0".encode())
+    assert mps_running(proc, str(pipes))
+    os.mkfifo(pipes / "control")
+    assert mps_running(tmp_path / "no-proc", str(pipes))
+
+
+def test_sharing_line_says_whether_mps_is_on(tiny_dir):
+    spec = gpu_spec()
+    need = trial_bytes(TrialConfig(model=spec.model, data=spec.data, train=spec.train, eval=spec.eval),
+                       model_config(spec))
+    on, off, alone = io.StringIO(), io.StringIO(), io.StringIO()
+    resolve_gpu_sharing(spec, on, gpu_bytes=int(2.5 * need / 0.9), mps=True)
+    resolve_gpu_sharing(spec, off, gpu_bytes=int(2.5 * need / 0.9), mps=False)
+    resolve_gpu_sharing(spec, alone, gpu_bytes=need, mps=False)
+    assert "2 trial(s) per GPU" in on.getvalue() and "MPS is on" in on.getvalue()
+    assert "MPS is off" in off.getvalue() and "nvidia-cuda-mps-control -d" in off.getvalue()
+    assert "1 trial(s) per GPU" in alone.getvalue() and "MPS" not in alone.getvalue()  # nothing shares the GPU
