@@ -236,6 +236,10 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
         # Prompt tokens, and what the prefills ran with each one's left padding (None before it was reported).
         "gen_prompt_tokens": int(sum(gen(r, "prompt_tokens", 0) for r in rows)),
         "gen_prefill_tokens": int(sum(gen(r, "prefill_tokens", 0) for r in rows)) or None,
+        # Of the generation seconds: the prefill forwards, and the rest of the streams (decoding
+        # steps and their host reads), on the GPU's clock (None before they were reported).
+        "gen_prefill_s": round(sum(gen(r, "prefill_s", 0.0) for r in rows), 1) or None,
+        "gen_decode_s": round(sum(gen(r, "decode_s", 0.0) for r in rows), 1) or None,
         "peak_gpu_gb": round(most(mem_key("peak_gpu_gb")), 1) or None,
         # Recorded decoder passes (train.cuda_graphs): seconds spent recording them so far (the
         # trial reports a running total), and the most padded lengths one interval used.
@@ -380,9 +384,9 @@ def main() -> int:
     p.add_argument("--timeout", type=float, default=520,
                    help="seconds from the bench's start (model set-up included) before the sweep is stopped")
     p.add_argument("--set", dest="extra", action="append", default=[], help="more --set overrides for the sweep")
-    p.add_argument("--mps", choices=("start", "off"), default="start",
-                   help="start: run the sweep under NVIDIA MPS (a control daemon started before it, stopped after), "
-                        "as README's 'Sharing a GPU' has GPU nodes do; off: trials time-slice the GPU (the baseline)")
+    p.add_argument("--mps", choices=("start", "off"), default="off",
+                   help="start: run the sweep under NVIDIA MPS (a control daemon started before it, stopped after; "
+                        "README, 'Sharing a GPU'); off: trials sharing the GPU take turns on it")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     storage = args.work / "sweeps"
@@ -527,7 +531,8 @@ def render(r: dict[str, Any]) -> str:
                      f"{t.get('peak_gpu_gb') or '-':>7} {round(t.get('wall_s') or 0):>7}")
     lines += ["", f"{'trial':<22} {'ray start s':>11} {'process s':>9} {'model s':>7} {'data s':>6} {'slot wait s':>11} "
               f"{'to GPU s':>8} {'decode steps':>12} "
-              f"{'prefills':>8} {'prompt tok':>10} {'prefill tok':>11} {'padding':>7}"]
+              f"{'prefills':>8} {'prompt tok':>10} {'prefill tok':>11} {'padding':>7} {'prefill s':>9} {'decode s':>8} "
+              f"{'prefill tok/s':>13}"]
     for label, t in r["trials"].items():
         prompt, prefill = t.get("gen_prompt_tokens") or 0, t.get("gen_prefill_tokens") or 0
         lines.append(f"{label:<22} {t.get('worker_start_s') or '-':>11} {t.get('worker_process_s') or '-':>9} "
@@ -535,7 +540,9 @@ def render(r: dict[str, Any]) -> str:
                      f"{t.get('setup_data_s') or '-':>6} {t.get('slot_wait_s') or '-':>11} "
                      f"{t.get('setup_to_device_s') or '-':>8} {t.get('gen_decode_steps') or '-':>12} "
                      f"{t.get('gen_prefills') or '-':>8} {prompt or '-':>10} {prefill or '-':>11} "
-                     f"{f'{prefill / prompt:.2f}' if prompt and prefill else '-':>7}")
+                     f"{f'{prefill / prompt:.2f}' if prompt and prefill else '-':>7} "
+                     f"{t.get('gen_prefill_s') or '-':>9} {t.get('gen_decode_s') or '-':>8} "
+                     f"{round(prefill / t['gen_prefill_s']) if prefill and t.get('gen_prefill_s') else '-':>13}")
     if "slot_time" in r:
         st = r["slot_time"]
         lines += ["", f"slot time ({r.get('trials_started_at_once', r['trials_at_once'])} trial slots × sweep wall = {st['slot_s']:.0f}s): "

@@ -240,5 +240,6 @@ def evaluate(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: T
                     gen_key("prompt_tokens"): float(stats.prompt_tokens),
                     gen_key("prefill_tokens"): float(stats.prefill_tokens), gen_key("batches"): float(stats.batches),
                     gen_key("decoders"): float(stats.decoders), gen_key("decode_steps"): float(stats.decode_steps),
+                    gen_key("prefill_s"): stats.prefill_s, gen_key("decode_s"): stats.decode_s,
                     gen_key("seconds"): seconds})
     return metrics, rows

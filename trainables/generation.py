@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import torch
 from torch import nn
@@ -49,11 +51,50 @@ class GenerationStats:
     #: Sets of decoding tensors built (on CUDA with graphs, each records its step once); the
     #: other streams reused the tensors and recorded step of the stream before them.
     decoders: int = 0
+    #: Seconds of the prefill forwards, and of the rest of the streams (decoding steps, their host
+    #: reads, admissions' bookkeeping), on the device's clock (CUDA events; the host's on the CPU).
+    prefill_s: float = 0.0
+    decode_s: float = 0.0
 
     def add(self, other: "GenerationStats") -> None:
         """Accumulate another call's counts."""
         for name in self.__dataclass_fields__:
             setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+class SpanClock:
+    """Seconds spent inside marked spans, by name, on the device's own clock: CUDA events recorded
+    around each span and read once at the end (no host sync while decoding), or the host's clock."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.events: dict[str, list[tuple[Any, Any]]] = {}
+        self.host: dict[str, float] = {}
+
+    @contextmanager
+    def span(self, name: str) -> Iterator[None]:
+        """Time the block under `name` (spans of one name add up)."""
+        if self.cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            try:
+                yield
+            finally:
+                end.record()
+                self.events.setdefault(name, []).append((start, end))
+        else:
+            t0 = time.perf_counter()
+            try:
+                yield
+            finally:
+                self.host[name] = self.host.get(name, 0.0) + time.perf_counter() - t0
+
+    def seconds(self, name: str) -> float:
+        """Total seconds of the spans named `name` so far (waits for their last event on CUDA)."""
+        pairs = self.events.get(name, [])
+        if pairs:
+            pairs[-1][1].synchronize()
+        return sum(a.elapsed_time(b) for a, b in pairs) / 1000 + self.host.get(name, 0.0)
 
 
 def kv_bytes_per_token(config: Any, dtype: torch.dtype) -> int:
@@ -358,7 +399,7 @@ REFILL_FRACTION = 0.25
 
 @torch.no_grad()
 def _decode_stream(lm: nn.Module, prompts: Sequence[Sequence[int]], budgets: Sequence[int], rows: int,
-                   session: DecodeSession, stats: GenerationStats) -> list[list[int]]:
+                   session: DecodeSession, stats: GenerationStats, clock: SpanClock | None = None) -> list[list[int]]:
     """Each prompt's greedy continuation ids (its end token included), streamed through `rows`
     decoding rows: prompts are admitted in order, and rows whose sequence has ended take the next
     ones while the other rows go on decoding. Sequence i generates at most budgets[i] tokens.
@@ -366,7 +407,8 @@ def _decode_stream(lm: nn.Module, prompts: Sequence[Sequence[int]], budgets: Seq
     Every SYNC_EVERY steps the host reads which rows have ended (one sync): their ids are
     collected, and once REFILL_FRACTION of the rows is free the next prompts are admitted (a
     prefill forward per run of similar lengths). On CUDA with graphs, steps replay the session's
-    recorded step."""
+    recorded step. With `clock`, the prefills are timed as span 'prefill'."""
+    clock = clock or SpanClock(torch.device("cpu"))
     width, max_new = max(len(p) for p in prompts), max(budgets)
     dec, run = session.decoder_for(rows, cache_len(width, max_new), max_new)
     dec.reset()
@@ -380,7 +422,8 @@ def _decode_stream(lm: nn.Module, prompts: Sequence[Sequence[int]], budgets: Seq
         take = free[:min(rows, len(prompts) - waiting)]  # at most `rows` prompts at once
         for part in _similar_lengths(list(zip(take, range(waiting, waiting + len(take)))), prompts):
             idx = [i for _, i in part]
-            dec.admit([row for row, _ in part], [prompts[i] for i in idx], [budgets[i] for i in idx])
+            with clock.span("prefill"):
+                dec.admit([row for row, _ in part], [prompts[i] for i in idx], [budgets[i] for i in idx])
             for row, i in part:
                 holder[row] = i
             stats.batches += 1
@@ -487,17 +530,22 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
     area = attention_area if device.type == "cpu" else None
     texts: list[str] = [""] * len(prompts)
     stats = GenerationStats()
+    clock = SpanClock(device)
     builds = session.builds
     try:
         for stream, rows in plan_streams([len(p) for p in prompts], budgets, lambda longest, most_new: batch_size_for(
                 lm.config, dtype, longest, most_new, budget_bytes, max_batch, area)):
-            ids = _decode_stream(lm, [prompts[i] for i in stream], [budgets[i] for i in stream], rows, session, stats)
+            with clock.span("stream"):
+                ids = _decode_stream(lm, [prompts[i] for i in stream], [budgets[i] for i in stream], rows, session,
+                                     stats, clock)
             for i, row in zip(stream, ids):
                 texts[i] = cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stops)
                 stats.generated_tokens += len(row)
             stats.sequences += len(stream)
     finally:
         stats.decoders = session.builds - builds
+        stats.prefill_s = clock.seconds("prefill")
+        stats.decode_s = max(0.0, clock.seconds("stream") - stats.prefill_s)
         if own:
             session.close()
     return texts, stats

@@ -105,6 +105,28 @@ def test_per_prompt_budgets_give_each_prompt_its_own_decoding(tiny_model, tiny_t
     assert stats.decode_steps <= max(budgets) + generation.SYNC_EVERY - 1
 
 
+def test_prefill_and_decoding_seconds_split_the_generation_time(tiny_model, tiny_tokenizer):
+    """The call's prefill and decoding seconds are both spent and together within its wall time."""
+    import time
+
+    prompts = prompts_of(tiny_tokenizer, ["nli", "qa", "ner"])
+    t0 = time.perf_counter()
+    _, stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 12, CPU, 2**30, 64)
+    wall = time.perf_counter() - t0
+    assert stats.prefill_s > 0 and stats.decode_s > 0
+    assert stats.prefill_s + stats.decode_s <= wall
+
+
+def test_span_clock_adds_spans_of_one_name():
+    import time
+
+    clock = generation.SpanClock(CPU)
+    for _ in range(2):
+        with clock.span("a"):
+            time.sleep(0.01)
+    assert 0.02 <= clock.seconds("a") < 0.5 and clock.seconds("b") == 0.0
+
+
 @pytest.mark.parametrize("budgets, why", [([3, 3], "one per prompt"), ([3, 0, 3], "≥ 1"), (0, "≥ 1")])
 def test_bad_budgets_are_one_clear_error(tiny_model, tiny_tokenizer, budgets, why):
     prompts = prompts_of(tiny_tokenizer, ["nli"], n=1)[:3]
