@@ -160,7 +160,10 @@ def compare(cfg: Any, device: Any, repeat: bool = False, profile: bool = False
             "seconds": round(seconds, 2), "examples": stats.sequences, "generated_tokens": stats.generated_tokens,
             "decode_steps": stats.decode_steps, "batches": stats.batches, "decoders": stats.decoders,
             "gen_tok_per_s": round(stats.generated_tokens / seconds), "examples_per_s": round(stats.sequences / seconds, 1),
-            "ms_per_decode_step": round(1000 * seconds / max(1, stats.decode_steps), 2)}
+            "ms_per_decode_step": round(1000 * seconds / max(1, stats.decode_steps), 2),
+            # The generation's own split on the GPU's clock (trainables.generation.SpanClock).
+            "prefill_s": round(stats.prefill_s, 2), "decode_s": round(stats.decode_s, 2),
+            "prompt_tokens": stats.prompt_tokens, "prefill_tokens": stats.prefill_tokens}
     differ = {name: sum(a != b for a, b in zip(texts[name], texts["eager"])) for name in texts if name != "eager"}
     if profile:
         settings["profile"] = profile_decoding(state, cfg, device)
@@ -234,7 +237,8 @@ def main() -> int:
             continue
         lines.append(f"  {name:<20} {s['seconds']:>7}s {s['gen_tok_per_s']:>8,} gen tok/s {s['examples_per_s']:>7} ex/s "
                      f"{s['ms_per_decode_step']:>7} ms/step  ({s['generated_tokens']:,} tokens, {s['decode_steps']} steps, "
-                     f"{s['batches']} batches, {s['decoders']} decoders)")
+                     f"{s['batches']} batches, {s['decoders']} decoders; prefill {s['prefill_s']}s "
+                     f"({s['prefill_tokens'] / max(s['prefill_s'], 1e-9):,.0f} padded tok/s), decoding {s['decode_s']}s)")
     lines.append(f"  ratio to eager (gen tok/s): {result['ratio_tok_per_s']}; texts differing from eager's: "
                  f"{result['differing_texts_vs_eager']} of {result['items']}; graphs off: {result['graphs_off_reason']}")
     tiny = result["tiny_fp32_check"]
