@@ -102,7 +102,7 @@ def _mps_control(command: str) -> str:
 
 
 def start_mps(work: Path) -> dict[str, Any]:
-    """NVIDIA MPS for the sweep's processes, as README's 'Sharing a GPU' has a GPU node run it: a
+    """NVIDIA MPS for the sweep's processes, as README's 'Sharing a GPU with NVIDIA MPS' describes: a
     control daemon (pipe and logs under `work`, named to the sweep through the environment), then one
     short CUDA process to check that clients reach a server. {'on': False, 'why': …} where it cannot."""
     import shutil
@@ -386,7 +386,7 @@ def main() -> int:
     p.add_argument("--set", dest="extra", action="append", default=[], help="more --set overrides for the sweep")
     p.add_argument("--mps", choices=("start", "off"), default="off",
                    help="start: run the sweep under NVIDIA MPS (a control daemon started before it, stopped after; "
-                        "README, 'Sharing a GPU'); off: trials sharing the GPU take turns on it")
+                        "README, 'Sharing a GPU with NVIDIA MPS'); off: trials sharing the GPU take turns on it")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     storage = args.work / "sweeps"

@@ -21,7 +21,8 @@ AUTO_START_AHEAD = 2
 
 #: NVIDIA's Multi-Process Service control daemon. While it runs, the CUDA processes on a GPU share
 #: one MPS server, so trials sharing the GPU may run their kernels side by side instead of taking
-#: turns (time slices). On one H100 the study bench gained nothing from it (README, 'Sharing a GPU').
+#: turns (time slices). On one H100 the study bench gained nothing from it (README, 'Sharing a GPU
+#: with NVIDIA MPS').
 MPS_DAEMON = "nvidia-cuda-mps-control"
 
 
@@ -71,7 +72,7 @@ def mps_note(trials_per_gpu: int, mps: bool | None) -> str:
         return ""
     if mps:
         return "; NVIDIA MPS is on: their kernels may run side by side"
-    return "; NVIDIA MPS is off: they take turns on the GPU (README, 'Sharing a GPU')"
+    return "; NVIDIA MPS is off: they take turns on the GPU (README, 'Sharing a GPU with NVIDIA MPS')"
 
 
 def waiting_fits(weights_bytes: int, ahead: int, gpus_per_node: int, host_bytes: int) -> bool:
