@@ -5,7 +5,9 @@ prefill's padded tokens can be counted without a GPU. Three ways, in the same ru
 
 - one stream per length group, one prefill per admission (study run 9's code);
 - length groups joined into streams, one prefill per admission (study run 10's code);
-- joined streams, each admission prefilled in runs of similar lengths (the product now).
+- joined streams, each admission prefilled in runs of similar lengths (the product now);
+- the same with compacted tails (`eval.compact_tail`): a stream's last live rows moved to a
+  smaller decoder, counted in KV-cache cells the decoding steps read (rows × columns a step).
 
 The prompts are the study's evaluation items (`eval_items` on the XTREME sample, dev and test
 subsets of the sizes the study bench uses) tokenised by the product's `random:<shape>` tokenizer
@@ -77,7 +79,7 @@ def length_groups(lengths: Sequence[int], budgets: Sequence[int], rows_for: Any)
 
 
 def replay(lengths: list[int], budgets: list[int], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Decoding steps, prefills and prefill ÷ prompt tokens of the three ways over these prompts."""
+    """Decoding steps, prefills, prefill ÷ prompt tokens and KV-cache cells read, each way over these prompts."""
     import torch
 
     from trainables import generation
@@ -91,16 +93,17 @@ def replay(lengths: list[int], budgets: list[int], args: argparse.Namespace) -> 
     ends[::STRIDE] = True
     none = torch.zeros(VOCAB, dtype=torch.bool)
     ratio = generation.PREFILL_LENGTH_RATIO
-    ways = {"one stream per length group (run 9)": (length_groups, 0.0),
-            "joined streams, one prefill per admission (run 10)": (generation.plan_streams, 0.0),
-            "joined streams, prefills of similar lengths (now)": (generation.plan_streams, ratio)}
+    ways = {"one stream per length group (run 9)": (length_groups, 0.0, False),
+            "joined streams, one prefill per admission (run 10)": (generation.plan_streams, 0.0, False),
+            "joined streams, prefills of similar lengths (now)": (generation.plan_streams, ratio, False),
+            "the same, tails compacted (eval.compact_tail)": (generation.plan_streams, ratio, True)}
     out: dict[str, dict[str, Any]] = {}
     try:
-        for name, (plan, prefill_ratio) in ways.items():
+        for name, (plan, prefill_ratio, compact) in ways.items():
             generation.PREFILL_LENGTH_RATIO = prefill_ratio
             lm = stand_in_lm()
             session = generation.DecodeSession(lm, 0, generation.EndTables(ends, none, none), torch.device("cpu"),
-                                               graphs=False)
+                                               graphs=False, compact=compact)
             stats = generation.GenerationStats()
             streams = plan(lengths, budgets, rows_for)
             for stream, rows in streams:
@@ -109,14 +112,15 @@ def replay(lengths: list[int], budgets: list[int], args: argparse.Namespace) -> 
             out[name] = {"streams": [[len(s), r] for s, r in streams], "decode_steps": stats.decode_steps,
                          "prefills": stats.batches, "prompt_tokens": stats.prompt_tokens,
                          "prefill_tokens": stats.prefill_tokens,
-                         "prefill_per_prompt_token": round(stats.prefill_tokens / stats.prompt_tokens, 2)}
+                         "prefill_per_prompt_token": round(stats.prefill_tokens / stats.prompt_tokens, 2),
+                         "kv_reads": stats.kv_reads, "compactions": stats.compactions}
     finally:
         generation.PREFILL_LENGTH_RATIO = ratio
     return out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    """The study's dev and test evaluation items, each replayed the three ways."""
+    """The study's dev and test evaluation items, each replayed every way."""
     from trainables.config import TrialConfig
     from trainables.evaluate import eval_items
     from trainables.random_model import random_tokenizer
@@ -158,7 +162,8 @@ def main() -> int:
         lines.append(f"{split} ({result[split]['items']} items)")
         for name, w in result[split]["ways"].items():
             lines.append(f"  {name:<52} steps {w['decode_steps']:>5}  prefills {w['prefills']:>4}  "
-                         f"prefill/prompt tokens {w['prefill_per_prompt_token']:>5}  streams {w['streams']}")
+                         f"prefill/prompt tokens {w['prefill_per_prompt_token']:>5}  KV cells read "
+                         f"{w['kv_reads'] / 1e6:>7.1f} M  compactions {w['compactions']}  streams {w['streams']}")
     text = "\n".join(lines) + "\n"
     (args.out / "eval_replay.txt").write_text(text)
     print(text)

@@ -336,3 +336,31 @@ def test_reuse_is_bounded_to_twice_the_rows_and_columns():
     assert dec.fits(40, 64, 16) and dec.fits(16, 32, 8) and dec.fits(20, 33, 1)
     assert not dec.fits(41, 64, 16) and not dec.fits(40, 65, 16) and not dec.fits(40, 64, 17)
     assert not dec.fits(15, 64, 16) and not dec.fits(40, 31, 16)  # too much idle work
+
+
+def test_compacted_tails_give_the_same_text_reading_less_cache(tiny_model, tiny_tokenizer, monkeypatch):
+    """eval.compact_tail: a stream's last live rows move to a smaller decoder; every text is the
+    same, the steps are the same, and the steps read fewer cache cells."""
+    monkeypatch.setattr(generation, "COMPACT_MIN_ROWS", 8)
+    prompts = prompts_of(tiny_tokenizer, ["nli", "qa", "ner", "pos"], n=3)
+    budgets = [24 if i % 9 == 0 else 2 for i in range(len(prompts))]
+    got = {}
+    for compact in (False, True):
+        session = generation.open_session(tiny_model, tiny_tokenizer, (), CPU, compact_tail=compact)
+        got[compact] = greedy_generate(tiny_model, tiny_tokenizer, prompts, budgets, CPU, 2**30, 64, session=session)
+        session.close()
+    (plain, plain_stats), (compacted, stats) = got[False], got[True]
+    assert compacted == plain
+    assert plain_stats.compactions == 0 and stats.compactions >= 1
+    assert stats.decode_steps == plain_stats.decode_steps and stats.kv_reads < plain_stats.kv_reads
+    assert stats.generated_tokens == plain_stats.generated_tokens
+
+
+def test_take_rows_refuses_a_decoder_too_small(tiny_model, tiny_tokenizer):
+    session = generation.open_session(tiny_model, tiny_tokenizer, (), CPU)
+    big, _ = session.decoder_for(16, 64, 8)
+    small = generation._Decoder(tiny_model, 4, 32, 8, 0, session.tables, CPU)
+    with pytest.raises(ValueError, match="do not fit"):
+        small.take_rows(big, [0, 1])
+    with pytest.raises(ValueError, match="do not fit"):
+        generation._Decoder(tiny_model, 1, 64, 8, 0, session.tables, CPU).take_rows(big, [0, 1])
