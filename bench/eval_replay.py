@@ -5,9 +5,10 @@ prefill's padded tokens can be counted without a GPU. Three ways, in the same ru
 
 - one stream per length group, one prefill per admission (study run 9's code);
 - length groups joined into streams, one prefill per admission (study run 10's code);
-- joined streams, each admission prefilled in runs of similar lengths (the product now);
-- the same with compacted tails (`eval.compact_tail`): a stream's last live rows moved to a
-  smaller decoder, counted in KV-cache cells the decoding steps read (rows × columns a step).
+- joined streams, each admission prefilled in runs of similar lengths (the product now).
+
+Each way also counts the KV-cache cells its decoding steps read (rows × cache columns a step,
+ended rows and unused columns included): what a step's attention loads.
 
 The prompts are the study's evaluation items (`eval_items` on the XTREME sample, dev and test
 subsets of the sizes the study bench uses) tokenised by the product's `random:<shape>` tokenizer
@@ -93,17 +94,16 @@ def replay(lengths: list[int], budgets: list[int], args: argparse.Namespace) -> 
     ends[::STRIDE] = True
     none = torch.zeros(VOCAB, dtype=torch.bool)
     ratio = generation.PREFILL_LENGTH_RATIO
-    ways = {"one stream per length group (run 9)": (length_groups, 0.0, False),
-            "joined streams, one prefill per admission (run 10)": (generation.plan_streams, 0.0, False),
-            "joined streams, prefills of similar lengths (now)": (generation.plan_streams, ratio, False),
-            "the same, tails compacted (eval.compact_tail)": (generation.plan_streams, ratio, True)}
+    ways = {"one stream per length group (run 9)": (length_groups, 0.0),
+            "joined streams, one prefill per admission (run 10)": (generation.plan_streams, 0.0),
+            "joined streams, prefills of similar lengths (now)": (generation.plan_streams, ratio)}
     out: dict[str, dict[str, Any]] = {}
     try:
-        for name, (plan, prefill_ratio, compact) in ways.items():
+        for name, (plan, prefill_ratio) in ways.items():
             generation.PREFILL_LENGTH_RATIO = prefill_ratio
             lm = stand_in_lm()
             session = generation.DecodeSession(lm, 0, generation.EndTables(ends, none, none), torch.device("cpu"),
-                                               graphs=False, compact=compact)
+                                               graphs=False)
             stats = generation.GenerationStats()
             streams = plan(lengths, budgets, rows_for)
             for stream, rows in streams:
@@ -113,7 +113,7 @@ def replay(lengths: list[int], budgets: list[int], args: argparse.Namespace) -> 
                          "prefills": stats.batches, "prompt_tokens": stats.prompt_tokens,
                          "prefill_tokens": stats.prefill_tokens,
                          "prefill_per_prompt_token": round(stats.prefill_tokens / stats.prompt_tokens, 2),
-                         "kv_reads": stats.kv_reads, "compactions": stats.compactions}
+                         "kv_reads": stats.kv_reads}
     finally:
         generation.PREFILL_LENGTH_RATIO = ratio
     return out
@@ -163,7 +163,7 @@ def main() -> int:
         for name, w in result[split]["ways"].items():
             lines.append(f"  {name:<52} steps {w['decode_steps']:>5}  prefills {w['prefills']:>4}  "
                          f"prefill/prompt tokens {w['prefill_per_prompt_token']:>5}  KV cells read "
-                         f"{w['kv_reads'] / 1e6:>7.1f} M  compactions {w['compactions']}  streams {w['streams']}")
+                         f"{w['kv_reads'] / 1e6:>7.1f} M  streams {w['streams']}")
     text = "\n".join(lines) + "\n"
     (args.out / "eval_replay.txt").write_text(text)
     print(text)

@@ -243,9 +243,6 @@ class EvalConfig(Section):
                              "base weight (one GEMM per projection; trainables/merged_lora.py)")
     reuse_decoder: bool = Field(True, description="a generation batch reuses the last batch's KV cache and recorded "
                                 "decoding step when it fits them (≤ 2× its rows and columns)")
-    compact_tail: bool = Field(False, description="once no prompt waits and at most 1/8 of a decoding stream's rows "
-                               "still decode, move them into a decoder of fewer rows (its own recorded step) so that "
-                               "the stream's last steps read only their KV cache; off until measured on a GPU")
     pool_tasks: bool = Field(True, description="one generation pass over every task's items: batches formed by "
                              "prompt length across tasks, each sequence within its own task's token budget "
                              "(fewer, fuller batches than one pass per task)")

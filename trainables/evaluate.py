@@ -127,7 +127,7 @@ def predict(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: Tr
         # tasks (its recorded steps read those copies, so it closes before they are dropped).
         with merged_lora(model, ev.merge_lora):
             session = open_session(model, tokenizer, ev.stop_strings, device, ev.cuda_graphs, ev.grouped_attention,
-                                   ev.reuse_decoder, ev.compact_tail)
+                                   ev.reuse_decoder)
             try:
                 for idx, scored in _prediction_groups(items, cfg):
                     if scored:
@@ -241,6 +241,6 @@ def evaluate(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: T
                     gen_key("prefill_tokens"): float(stats.prefill_tokens), gen_key("batches"): float(stats.batches),
                     gen_key("decoders"): float(stats.decoders), gen_key("decode_steps"): float(stats.decode_steps),
                     gen_key("prefill_s"): stats.prefill_s, gen_key("decode_s"): stats.decode_s,
-                    gen_key("kv_reads"): float(stats.kv_reads), gen_key("compactions"): float(stats.compactions),
+                    gen_key("kv_reads"): float(stats.kv_reads),
                     gen_key("seconds"): seconds})
     return metrics, rows

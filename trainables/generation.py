@@ -31,11 +31,6 @@ T = TypeVar("T")
 
 #: Steps between two checks of "has every sequence ended?" (each check is one host sync).
 SYNC_EVERY = 4
-#: With compaction on (`eval.compact_tail`): once no prompt waits and at most this fraction of a
-#: stream's rows still decode, those rows move to a decoder of fewer rows (if the stream has at
-#: least COMPACT_MIN_ROWS rows: below that a step costs about its weights' reading anyway).
-COMPACT_FRACTION = 0.125
-COMPACT_MIN_ROWS = 64
 #: A group holds prompts at least this fraction of its longest one's length: the KV cache's width
 #: stays bounded (one 2,948-token MLQA prompt once padded a batch of ~300-token prompts to its width).
 MIN_LENGTH_RATIO = 0.5
@@ -63,8 +58,6 @@ class GenerationStats:
     #: KV-cache cells the decoding steps attended over: each step's rows × cache columns (what a
     #: step reads, ended rows and unused columns included; a proxy for its memory traffic).
     kv_reads: int = 0
-    #: Streams whose last live rows moved to a smaller decoder (`eval.compact_tail`).
-    compactions: int = 0
 
     def add(self, other: "GenerationStats") -> None:
         """Accumulate another call's counts."""
@@ -265,24 +258,6 @@ class _Decoder:
         self.t.zero_()
         self.lengths.zero_()
 
-    def take_rows(self, src: "_Decoder", rows: Sequence[int]) -> None:
-        """Go on with `src`'s sequences in `rows` as this decoder's first rows, in that order; every
-        other row empty. Needs at least as many columns and token budget as `src`."""
-        if len(rows) > self.rows or src.length > self.length or src.max_new > self.max_new:
-            raise ValueError(f"take_rows: {len(rows)} rows × {src.length} columns (budget {src.max_new}) do not "
-                             f"fit {self.rows} × {self.length} ({self.max_new})")
-        self.reset()
-        n, width = len(rows), src.length
-        r = torch.tensor(list(rows), dtype=torch.long, device=self.device)
-        for mine, theirs in zip([*self.kv.keys, *self.kv.values], [*src.kv.keys, *src.kv.values]):
-            mine[:n, :, :width].copy_(theirs.index_select(0, r))
-        self.mask[:n, :, :, :width].copy_(src.mask.index_select(0, r))
-        self.out[:n].fill_(self.pad_id)
-        self.out[:n, :src.out.shape[1]].copy_(src.out.index_select(0, r))
-        for name in ("pos", "inp", "t", "lengths", "limit", "done", "started"):
-            getattr(self, name)[:n].copy_(getattr(src, name).index_select(0, r))
-        self.kv.columns[:n].copy_(src.kv.columns.index_select(0, r))
-
     def admit(self, rows: Sequence[int], prompts: Sequence[Sequence[int]], budgets: Sequence[int]) -> None:
         """Start these prompts (left-padded to their longest) in these rows, each within its own
         token budget: their prefill fills the rows' prompt columns and records their first token."""
@@ -388,20 +363,17 @@ class DecodeSession:
     the session is open: the recorded step reads them by address); `close()` frees everything."""
 
     def __init__(self, lm: nn.Module, pad_id: int, tables: EndTables, device: torch.device, graphs: bool = True,
-                 grouped: bool = True, reuse: bool = True, compact: bool = False) -> None:
+                 grouped: bool = True, reuse: bool = True) -> None:
         self.lm, self.pad_id, self.tables, self.device = lm, pad_id, tables, device
-        self.graphs, self.grouped, self.reuse, self.compact = graphs, grouped, reuse, compact
+        self.graphs, self.grouped, self.reuse = graphs, grouped, reuse
         self.decoder: _Decoder | None = None
         self.runner: _StepRunner | None = None
-        #: The smaller decoder that streams' last live rows move to (compaction), kept like `decoder`.
-        self.tail: _Decoder | None = None
-        self.tail_runner: _StepRunner | None = None
         #: Decoding tensors built (each new set on CUDA also records its step once).
         self.builds = 0
 
     def held_bytes(self) -> int:
         """Bytes the kept tensors take (given back before a batch that does not fit them)."""
-        return sum(d.nbytes() for d in (self.decoder, self.tail) if d is not None)
+        return self.decoder.nbytes() if self.decoder is not None else 0
 
     def decoder_for(self, rows: int, length: int, max_new_tokens: int) -> tuple[_Decoder, _StepRunner]:
         """Tensors (and step runner) for a batch of this size: the kept ones if it fits them, else new."""
@@ -413,19 +385,9 @@ class DecodeSession:
             self.builds += 1
         return self.decoder, self.runner
 
-    def tail_for(self, rows: int, length: int, max_new_tokens: int) -> tuple[_Decoder, _StepRunner]:
-        """A decoder (and step runner) of these rows for a stream's last live rows: the kept one if it
-        fits them, else new. Compaction never frees the stream's own decoder (the next stream may reuse it)."""
-        if self.tail is None or self.tail_runner is None or not self.tail.fits(rows, length, max_new_tokens):
-            self.tail = self.tail_runner = None
-            self.tail = _Decoder(self.lm, rows, length, max_new_tokens, self.pad_id, self.tables, self.device)
-            self.tail_runner = _StepRunner(self.tail.step, self.device, self.graphs)
-            self.builds += 1
-        return self.tail, self.tail_runner
-
     def close(self) -> None:
-        """Free the kept tensors and the recorded steps (their memory pools go back to the allocator)."""
-        self.decoder = self.runner = self.tail = self.tail_runner = None
+        """Free the kept tensors and the recorded step (its memory pool goes back to the allocator)."""
+        self.decoder = self.runner = None
 
 
 #: One prefill holds prompts at least this fraction of its longest one's length: a stream's
@@ -489,14 +451,6 @@ def _decode_stream(lm: nn.Module, prompts: Sequence[Sequence[int]], budgets: Seq
                     admit(free)
                 elif len(free) == dec.rows:
                     break
-                elif session.compact and waiting == len(prompts) and dec is not session.tail \
-                        and dec.rows >= COMPACT_MIN_ROWS and dec.rows - len(free) <= COMPACT_FRACTION * dec.rows:
-                    live = [row for row, i in enumerate(holder) if i is not None]
-                    tail, tail_run = session.tail_for(-(-len(live) // ALIGN) * ALIGN, dec.length, dec.max_new)
-                    tail.take_rows(dec, live)
-                    holder = [holder[row] for row in live] + [None] * (tail.rows - len(live))
-                    dec, run = tail, tail_run
-                    stats.compactions += 1
             run()
             stats.kv_reads += dec.rows * dec.length
             steps += 1
@@ -602,9 +556,8 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
 
 
 def open_session(model: nn.Module, tokenizer: Any, stops: Sequence[str], device: torch.device,
-                 cuda_graphs: bool = True, grouped_attention: bool = True, reuse: bool = True,
-                 compact_tail: bool = False) -> DecodeSession:
+                 cuda_graphs: bool = True, grouped_attention: bool = True, reuse: bool = True) -> DecodeSession:
     """A decoding session for this model, tokenizer and stop strings (see `DecodeSession`)."""
     tables = end_tables(tokenizer, model, tuple(stops)).to(device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return DecodeSession(causal_lm(model), pad, tables, device, cuda_graphs, grouped_attention, reuse, compact_tail)
+    return DecodeSession(causal_lm(model), pad, tables, device, cuda_graphs, grouped_attention, reuse)
