@@ -53,9 +53,14 @@ def adapted_parameters(cfg: TrialConfig, config: Any) -> int:
     return layers * sum(sizes.get(t, 0) for t in cfg.model.lora_targets)
 
 
+def dtype_bytes(cfg: TrialConfig) -> int:
+    """Bytes of one weight or activation element in the trial's dtype (bf16/fp16: 2, fp32: 4)."""
+    return 4 if cfg.model.dtype == "float32" else 2
+
+
 def token_activation_bytes(cfg: TrialConfig, config: Any) -> int:
     """Planned bytes a training step keeps for backward per student token."""
-    dtype_size = 4 if cfg.model.dtype == "float32" else 2
+    dtype_size = dtype_bytes(cfg)
     return config.hidden_size * config.num_hidden_layers * ACTIVATION_BYTES * dtype_size // 2
 
 
@@ -69,7 +74,7 @@ def step_bytes(cfg: TrialConfig, config: Any) -> int:
 
 def weight_bytes(cfg: TrialConfig, config: Any) -> int:
     """Bytes of the model's weights in the trial's dtype (bf16/fp16: 2 per parameter, fp32: 4)."""
-    return parameter_count(config) * (4 if cfg.model.dtype == "float32" else 2)
+    return parameter_count(config) * dtype_bytes(cfg)
 
 
 def gpu_share(r: ResourcesConfig) -> float:
@@ -82,7 +87,7 @@ def trial_bytes(cfg: TrialConfig, config: Any, trains: bool = True) -> int:
     state) throughout, plus the larger of the training step's and the evaluation's transient memory
     (evaluation runs between steps, after the step's activations are freed). Recorded training
     graphs (train.cuda_graphs) are not counted: they only take what the share leaves (graph_budget_bytes)."""
-    dtype_size = 4 if cfg.model.dtype == "float32" else 2
+    dtype_size = dtype_bytes(cfg)
     params = parameter_count(config)
     need = weight_bytes(cfg, config)
     training = 0

@@ -340,4 +340,3 @@ def test_reuse_is_bounded_to_twice_the_rows_and_columns():
     assert dec.fits(40, 64, 16) and dec.fits(16, 32, 8) and dec.fits(20, 33, 1)
     assert not dec.fits(41, 64, 16) and not dec.fits(40, 65, 16) and not dec.fits(40, 64, 17)
     assert not dec.fits(15, 64, 16) and not dec.fits(40, 31, 16)  # too much idle work
-
