@@ -25,7 +25,7 @@ Sections (--sections, comma-separated; default all but `sweep`, which is long):
   generate  greedy decoding step time (HF generate) at several batch sizes → the 15,000-example eval
   sweep     (bench/sweep_sim.py) 8 trials the seed's way (each with its own online teacher) vs ours (cache once, then
             trials reading it, as --sweep-parallel trial processes sharing the GPU), wall time end to end
-  profile   GPU kernel time per step of our compiled LoRA step, by category
+  profile   GPU kernel time per step of one variant of ours (--profile-variant), by category
 Speed does not depend on weight values, so weights are random. Each figure is the median of timed
 repetitions after warm-up, with CUDA synchronisation; peak memory is torch.cuda.max_memory_allocated.
 """
@@ -93,26 +93,33 @@ def graphs_check(s: Shape, device: torch.device, dtype: torch.dtype, steps: int 
     return {**losses, "max_rel_diff": diff, "steps": steps}
 
 
+#: Base variant names: (finetune, LoRA dropout, compile: False, True (layer by layer) or "full").
+BASES: dict[str, tuple[str, float, bool | str]] = {
+    "lora_d0.05_eager": ("lora", 0.05, False), "lora_d0_eager": ("lora", 0.0, False),
+    "lora_d0_compile": ("lora", 0.0, True), "lora_d0.05_compile": ("lora", 0.05, True),
+    "lora_d0_compilefull": ("lora", 0.0, "full"), "lora_d0.05_compilefull": ("lora", 0.05, "full"),
+    "full_eager": ("full", 0.0, False), "full_compile": ("full", 0.0, True),
+}
+
+
+def variant_step(s: Shape, device: torch.device, dtype: torch.dtype, variant: str) -> ProductStep:
+    """The product's step as a variant name describes it (see the module docstring)."""
+    finetune, dropout, comp = BASES[_base_variant(variant)]
+    # "_peft32": PEFT's own adapter path (fp32 adapters, activations cast to fp32), as before
+    # trainables.models.adapters_in_activation_dtype; "_cg": compiled with CUDA graphs.
+    return ProductStep(s, device, dtype, finetune, dropout, comp, fp32_adapter_compute="_peft32" in variant,
+                       compile_mode="reduce-overhead" if "_cg" in variant else None,
+                       policy="meta" if variant.endswith("_meta") else "fixed", graphs="_graphs" in variant)
+
+
 def bench_ours(s: Shape, device: torch.device, dtype: torch.dtype, reps: int, variants: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for variant in variants:
-        # "_peft32": PEFT's own adapter path (fp32 adapters, activations cast to fp32), as before
-        # trainables.models.adapters_in_activation_dtype; "_cg": compiled with CUDA graphs;
-        # "compilefull": the whole forward compiled as one graph instead of layer by layer.
-        finetune, dropout, comp = {
-            "lora_d0.05_eager": ("lora", 0.05, False), "lora_d0_eager": ("lora", 0.0, False),
-            "lora_d0_compile": ("lora", 0.0, True), "lora_d0.05_compile": ("lora", 0.05, True),
-            "lora_d0_compilefull": ("lora", 0.0, "full"), "lora_d0.05_compilefull": ("lora", 0.05, "full"),
-            "full_eager": ("full", 0.0, False), "full_compile": ("full", 0.0, True),
-        }[_base_variant(variant)]
         name = result_key(variant, out)
-        fp32_adapters = variant.endswith("_peft32")
-        mode = "reduce-overhead" if variant.endswith("_cg") else None
+        comp = BASES[_base_variant(variant)][2]
         reset_peak(device)
         try:
-            st = ProductStep(s, device, dtype, finetune, dropout, comp, fp32_adapter_compute=fp32_adapters,
-                             compile_mode=mode, policy="meta" if variant.endswith("_meta") else "fixed",
-                             graphs="_graphs" in variant)
+            st = variant_step(s, device, dtype, variant)
             t0 = time.perf_counter()
             st.step()  # the first step pays the compilation, as a trial's first step does
             sync(device)
@@ -197,11 +204,12 @@ def bench_generate(s: Shape, device: torch.device, dtype: torch.dtype, batches: 
     return out
 
 
-def bench_profile(s: Shape, device: torch.device, dtype: torch.dtype) -> dict[str, Any]:
-    """Where our compiled LoRA step's GPU time goes: kernel time by category over 5 profiled steps."""
+def bench_profile(s: Shape, device: torch.device, dtype: torch.dtype, variant: str) -> dict[str, Any]:
+    """Where one variant's step time goes: kernel time by category over 5 profiled steps, and the
+    step's wall time (the GPU idles for the rest)."""
     from torch.profiler import ProfilerActivity, profile
 
-    st = ProductStep(s, device, dtype, "lora", 0.0, compile=True)
+    st = variant_step(s, device, dtype, variant)
     for _ in range(3):
         st.step()
     sync(device)
@@ -228,12 +236,18 @@ def bench_profile(s: Shape, device: torch.device, dtype: torch.dtype) -> dict[st
         cats[cat] = cats.get(cat, 0.0) + t / 5 / 1e3  # ms per step
         top.append((t / 5 / 1e3, e.key[:90]))
     top.sort(reverse=True)
-    out = {"wall_ms_per_step": wall * 1e3, "gpu_ms_per_step_by_category": cats,
+    # The host's side: a step whose kernels take less than its wall time waits for the CPU to issue them.
+    host = sorted(((e.self_cpu_time_total / 5 / 1e3, e.key[:90]) for e in prof.key_averages()
+                   if getattr(e, "device_type", None) == DeviceType.CPU and e.self_cpu_time_total > 0), reverse=True)
+    out = {"variant": variant, "top_host_ops_ms": host[:15], "wall_ms_per_step": wall * 1e3, "gpu_ms_per_step_by_category": cats,
            "gpu_busy_ms_per_step": sum(cats.values()), "top_kernels_ms": top[:15]}
-    print(f"  profile: {out['wall_ms_per_step']:.1f} ms/step wall, GPU busy {out['gpu_busy_ms_per_step']:.1f} ms", flush=True)
+    print(f"  profile {variant}: {out['wall_ms_per_step']:.1f} ms/step wall, GPU busy {out['gpu_busy_ms_per_step']:.1f} ms", flush=True)
     for k, v in sorted(cats.items(), key=lambda kv: -kv[1]):
         print(f"    {k:<28}{v:8.1f} ms", flush=True)
     for t, name in top[:12]:
+        print(f"    {t:8.2f} ms  {name}", flush=True)
+    print("    host ops by self CPU time per step:", flush=True)
+    for t, name in host[:12]:
         print(f"    {t:8.2f} ms  {name}", flush=True)
     return out
 
@@ -292,6 +306,7 @@ def main() -> None:
     ap.add_argument("--sections", default="peak,seed,ours,cache,generate")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--variants", default="lora_d0.05_eager,lora_d0_eager,lora_d0_compile,full_eager,full_compile")
+    ap.add_argument("--profile-variant", default="lora_d0_compile", help="the `ours` variant the profile section profiles")
     ap.add_argument("--cache-batches", default="8,16")
     ap.add_argument("--gen-batches", default="256,1024")
     ap.add_argument("--sweep-steps", type=int, default=100)
@@ -373,7 +388,7 @@ def main() -> None:
                                          16 if not args.tiny else 4, args.gen_static)
         save()
     if "profile" in sections:
-        res["profile"] = bench_profile(s, device, dtype)
+        res["profile"] = bench_profile(s, device, dtype, args.profile_variant)
         save()
     if "sweep" in sections:
         def progress(partial: dict[str, Any]) -> None:
