@@ -243,6 +243,9 @@ class EvalConfig(Section):
                              "base weight (one GEMM per projection; trainables/merged_lora.py)")
     reuse_decoder: bool = Field(True, description="a generation batch reuses the last batch's KV cache and recorded "
                                 "decoding step when it fits them (≤ 2× its rows and columns)")
+    share_prefixes: bool = Field(True, description="a prompt prefix that several prompts start with (a task's "
+                                 "instruction) is prefilled once and its keys and values copied to their rows "
+                                 "(trainables/shared_prefix.py)")
     pool_tasks: bool = Field(True, description="one generation pass over every task's items: batches formed by "
                              "prompt length across tasks, each sequence within its own task's token budget "
                              "(fewer, fuller batches than one pass per task)")

@@ -127,7 +127,7 @@ def predict(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: Tr
         # tasks (its recorded steps read those copies, so it closes before they are dropped).
         with merged_lora(model, ev.merge_lora):
             session = open_session(model, tokenizer, ev.stop_strings, device, ev.cuda_graphs, ev.grouped_attention,
-                                   ev.reuse_decoder)
+                                   ev.reuse_decoder, ev.share_prefixes)
             try:
                 for idx, scored in _prediction_groups(items, cfg):
                     if scored:
@@ -238,7 +238,8 @@ def evaluate(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: T
     seconds = time.perf_counter() - t0
     metrics.update({gen_key("examples"): float(stats.sequences), gen_key("tokens"): float(stats.generated_tokens),
                     gen_key("prompt_tokens"): float(stats.prompt_tokens),
-                    gen_key("prefill_tokens"): float(stats.prefill_tokens), gen_key("batches"): float(stats.batches),
+                    gen_key("prefill_tokens"): float(stats.prefill_tokens),
+                    gen_key("prefix_tokens"): float(stats.prefix_tokens), gen_key("batches"): float(stats.batches),
                     gen_key("decoders"): float(stats.decoders), gen_key("decode_steps"): float(stats.decode_steps),
                     gen_key("prefill_s"): stats.prefill_s, gen_key("decode_s"): stats.decode_s,
                     gen_key("kv_reads"): float(stats.kv_reads),

@@ -26,6 +26,7 @@ from torch import nn
 from trainables.decode_attention import decoding_attention
 from trainables.kv_cache import ALIGN, StaticKV, attention_heads, cache_len, decode_mask, prefill_mask
 from trainables.models import causal_lm
+from trainables.shared_prefix import PrefixKV, prefixes_kv, shared_prefixes
 
 T = TypeVar("T")
 
@@ -45,7 +46,8 @@ class GenerationStats:
     batches: int = 0
     generated_tokens: int = 0
     prompt_tokens: int = 0
-    #: Tokens the prefills ran: each admission's prompts × its longest (left padding included).
+    #: Tokens the prefill forwards ran: each one's prompts × its longest past their shared prefix
+    #: (left padding included), and each shared prefix once.
     prefill_tokens: int = 0
     decode_steps: int = 0
     #: Sets of decoding tensors built (on CUDA with graphs, each records its step once); the
@@ -55,6 +57,9 @@ class GenerationStats:
     #: reads, admissions' bookkeeping), on the device's clock (CUDA events; the host's on the CPU).
     prefill_s: float = 0.0
     decode_s: float = 0.0
+    #: Prompt tokens whose keys and values came from a shared prefix, prefilled once per call
+    #: (`trainables.shared_prefix`; its own forwards are counted in `prefill_tokens`).
+    prefix_tokens: int = 0
     #: KV-cache cells the decoding steps attended over: each step's rows × cache columns (what a
     #: step reads, ended rows and unused columns included; a proxy for its memory traffic).
     kv_reads: int = 0
@@ -258,23 +263,32 @@ class _Decoder:
         self.t.zero_()
         self.lengths.zero_()
 
-    def admit(self, rows: Sequence[int], prompts: Sequence[Sequence[int]], budgets: Sequence[int]) -> None:
+    def admit(self, rows: Sequence[int], prompts: Sequence[Sequence[int]], budgets: Sequence[int],
+              prefix: PrefixKV | None = None) -> None:
         """Start these prompts (left-padded to their longest) in these rows, each within its own
-        token budget: their prefill fills the rows' prompt columns and records their first token."""
-        n, width = len(prompts), max(len(p) for p in prompts)
+        token budget: their prefill fills the rows' prompt columns and records their first token.
+
+        With `prefix` (every prompt starts with its tokens), the prefix's keys and values fill
+        columns [0, P) and only the prompts' own tokens are prefilled, left-padded after it."""
+        shared = len(prefix) if prefix is not None else 0
+        own = [p[shared:] for p in prompts]
+        n, width = len(own), max(len(p) for p in own)
         ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        padding = torch.ones(n, width, dtype=torch.bool)
-        for i, p in enumerate(prompts):  # left padding: every prompt ends at the last column
+        padding = torch.ones(n, shared + width, dtype=torch.bool)
+        padding[:, :shared] = False
+        for i, p in enumerate(own):  # left padding: every prompt ends at the last column
             ids[i, width - len(p):] = torch.tensor(p, dtype=torch.long)
-            padding[i, width - len(p):] = False
+            padding[i, shared + width - len(p):] = False
         ids, padding = ids.to(self.device), padding.to(self.device)
+        width += shared
         r = torch.tensor(list(rows), dtype=torch.long, device=self.device)
         pos = (~padding).long().cumsum(-1) - 1
-        self.kv.fill_rows = r
-        try:  # the prefill attends within its own prompts: a [n, 1, W, W] mask, only while it runs
-            logits = self._forward(ids, prefill_mask(padding, width, self.dtype), pos.clamp(min=0))
+        self.kv.fill_rows, self.kv.prefix = r, prefix
+        try:  # the prefill attends within its own prompts: a [n, 1, W - P, W] mask, only while it runs
+            mask = prefill_mask(padding, width, self.dtype)[:, :, shared:]
+            logits = self._forward(ids, mask, pos[:, shared:].clamp(min=0))
         finally:
-            self.kv.fill_rows = None
+            self.kv.fill_rows = self.kv.prefix = None
         self.mask.index_copy_(0, r, decode_mask(padding, self.length, self.dtype))
         self.kv.columns.index_fill_(0, r, width)
         self.pos.index_copy_(0, r, pos[:, -1:] + 1)
@@ -363,9 +377,9 @@ class DecodeSession:
     the session is open: the recorded step reads them by address); `close()` frees everything."""
 
     def __init__(self, lm: nn.Module, pad_id: int, tables: EndTables, device: torch.device, graphs: bool = True,
-                 grouped: bool = True, reuse: bool = True) -> None:
+                 grouped: bool = True, reuse: bool = True, share_prefixes: bool = True) -> None:
         self.lm, self.pad_id, self.tables, self.device = lm, pad_id, tables, device
-        self.graphs, self.grouped, self.reuse = graphs, grouped, reuse
+        self.graphs, self.grouped, self.reuse, self.share_prefixes = graphs, grouped, reuse, share_prefixes
         self.decoder: _Decoder | None = None
         self.runner: _StepRunner | None = None
         #: Decoding tensors built (each new set on CUDA also records its step once).
@@ -402,15 +416,17 @@ REFILL_FRACTION = 0.25
 
 @torch.no_grad()
 def _decode_stream(lm: nn.Module, prompts: Sequence[Sequence[int]], budgets: Sequence[int], rows: int,
-                   session: DecodeSession, stats: GenerationStats, clock: SpanClock | None = None) -> list[list[int]]:
+                   session: DecodeSession, stats: GenerationStats, clock: SpanClock | None = None,
+                   prefixes: Sequence[PrefixKV | None] | None = None) -> list[list[int]]:
     """Each prompt's greedy continuation ids (its end token included), streamed through `rows`
     decoding rows: prompts are admitted in order, and rows whose sequence has ended take the next
     ones while the other rows go on decoding. Sequence i generates at most budgets[i] tokens.
 
     Every SYNC_EVERY steps the host reads which rows have ended (one sync): their ids are
     collected, and once REFILL_FRACTION of the rows is free the next prompts are admitted (a
-    prefill forward per run of similar lengths). On CUDA with graphs, steps replay the session's
-    recorded step. With `clock`, the prefills are timed as span 'prefill'."""
+    prefill forward per shared prefix and run of similar lengths). On CUDA with graphs, steps
+    replay the session's recorded step. With `clock`, the prefills are timed as span 'prefill'.
+    `prefixes[i]`: a prefilled prefix that prompt i starts with (None: it has none)."""
     clock = clock or SpanClock(torch.device("cpu"))
     width, max_new = max(len(p) for p in prompts), max(budgets)
     dec, run = session.decoder_for(rows, cache_len(width, max_new), max_new)
@@ -423,15 +439,17 @@ def _decode_stream(lm: nn.Module, prompts: Sequence[Sequence[int]], budgets: Seq
     def admit(free: list[int]) -> None:
         nonlocal waiting
         take = free[:min(rows, len(prompts) - waiting)]  # at most `rows` prompts at once
-        for part in _similar_lengths(list(zip(take, range(waiting, waiting + len(take)))), prompts):
+        for prefix, part in _prefills(list(zip(take, range(waiting, waiting + len(take)))), prompts, prefixes):
             idx = [i for _, i in part]
             with clock.span("prefill"):
-                dec.admit([row for row, _ in part], [prompts[i] for i in idx], [budgets[i] for i in idx])
+                dec.admit([row for row, _ in part], [prompts[i] for i in idx], [budgets[i] for i in idx], prefix)
             for row, i in part:
                 holder[row] = i
+            shared = len(prefix) if prefix is not None else 0
             stats.batches += 1
             stats.prompt_tokens += sum(len(prompts[i]) for i in idx)
-            stats.prefill_tokens += len(idx) * max(len(prompts[i]) for i in idx)
+            stats.prefill_tokens += len(idx) * (max(len(prompts[i]) for i in idx) - shared)
+            stats.prefix_tokens += len(idx) * shared
         waiting += len(take)
 
     with decoding_attention(lm, session.grouped):
@@ -469,10 +487,21 @@ def length_runs(items: Sequence[T], length: Callable[[T], int], ratio: float) ->
     return runs
 
 
-def _similar_lengths(pairs: list[tuple[int, int]], prompts: Sequence[Sequence[int]]) -> list[list[tuple[int, int]]]:
-    """(row, prompt index) pairs split into prefills of similar lengths, longest first: none
-    shorter than PREFILL_LENGTH_RATIO of its prefill's longest (each pads to its longest)."""
-    return length_runs(pairs, lambda pair: len(prompts[pair[1]]), PREFILL_LENGTH_RATIO)
+def _prefills(pairs: list[tuple[int, int]], prompts: Sequence[Sequence[int]],
+              prefixes: Sequence[PrefixKV | None] | None = None) -> list[tuple[PrefixKV | None, list[tuple[int, int]]]]:
+    """(row, prompt index) pairs split into prefill forwards: one shared prefix each (or none), then
+    runs of similar lengths past it, longest first, none shorter than PREFILL_LENGTH_RATIO of its
+    run's longest (each pads to its longest)."""
+    by_prefix: dict[int, tuple[PrefixKV | None, list[tuple[int, int]]]] = {}
+    for pair in pairs:
+        prefix = prefixes[pair[1]] if prefixes is not None else None
+        by_prefix.setdefault(id(prefix), (prefix, []))[1].append(pair)
+    out = []
+    for prefix, part in by_prefix.values():
+        shared = len(prefix) if prefix is not None else 0
+        out += [(prefix, run) for run in length_runs(part, lambda pair: len(prompts[pair[1]]) - shared,
+                                                     PREFILL_LENGTH_RATIO)]
+    return out
 
 
 def plan_streams(lengths: Sequence[int], budgets: Sequence[int],
@@ -510,7 +539,7 @@ def plan_streams(lengths: Sequence[int], budgets: Sequence[int],
 def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]],
                     max_new_tokens: int | Sequence[int], device: torch.device, budget_bytes: int, max_batch: int,
                     stops: Sequence[str] = (), attention_area: int | None = None,
-                    cuda_graphs: bool = True, grouped_attention: bool = True,
+                    cuda_graphs: bool = True, grouped_attention: bool = True, share_prefixes: bool = True,
                     session: DecodeSession | None = None) -> tuple[list[str], GenerationStats]:
     """Greedy continuations of token-id prompts, in order, cut at the first stop string.
 
@@ -518,7 +547,8 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
     tasks decoded together, each within its own task's budget). Prompts stream (`plan_streams`)
     through as many decoding rows as their KV cache and prefill fit in `budget_bytes` (at most
     `max_batch`): a sequence ends at an end token (EOS, or a token containing a stop string) or
-    its budget, and its row takes the stream's next prompt.
+    its budget, and its row takes the stream's next prompt. With `share_prefixes`, a prefix that
+    several prompts start with is prefilled once (`trainables.shared_prefix`).
     On the CPU, `attention_area` also bounds rows × width² of a stream: eager attention there
     materialises every score (long real MLQA prompts once made 13 GB trials).
     With `session` (from `open_session`, same model, tokenizer and stops), streams reuse decoding
@@ -527,7 +557,8 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
     dtype = next(lm.parameters()).dtype
     own = session is None
     if session is None:
-        session = open_session(model, tokenizer, stops, device, cuda_graphs, grouped_attention)
+        session = open_session(model, tokenizer, stops, device, cuda_graphs, grouped_attention,
+                               share_prefixes=share_prefixes)
     budgets = ([max_new_tokens] * len(prompts) if isinstance(max_new_tokens, int) else list(max_new_tokens))
     if len(budgets) != len(prompts) or min(budgets, default=1) < 1:
         raise ValueError(f"max_new_tokens: one budget ≥ 1, or one per prompt ({len(prompts)}), got {max_new_tokens}")
@@ -537,11 +568,18 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
     clock = SpanClock(device)
     builds = session.builds
     try:
+        prefixes: list[PrefixKV | None] = [None] * len(prompts)
+        if session.share_prefixes:
+            groups = shared_prefixes(prompts)
+            with clock.span("prefill"):
+                kvs = prefixes_kv(lm, prompts, groups, _cache_kwarg(type(lm).forward), device)
+            prefixes = [kvs[g] if g >= 0 else None for g in groups.group]
+            stats.prefill_tokens += sum(groups.lengths)
         for stream, rows in plan_streams([len(p) for p in prompts], budgets, lambda longest, most_new: batch_size_for(
                 lm.config, dtype, longest, most_new, budget_bytes, max_batch, area)):
             with clock.span("stream"):
                 ids = _decode_stream(lm, [prompts[i] for i in stream], [budgets[i] for i in stream], rows, session,
-                                     stats, clock)
+                                     stats, clock, [prefixes[i] for i in stream])
             for i, row in zip(stream, ids):
                 texts[i] = cut_at_stop(tokenizer.decode(row, skip_special_tokens=True), stops)
                 stats.generated_tokens += len(row)
@@ -556,8 +594,9 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
 
 
 def open_session(model: nn.Module, tokenizer: Any, stops: Sequence[str], device: torch.device,
-                 cuda_graphs: bool = True, grouped_attention: bool = True, reuse: bool = True) -> DecodeSession:
+                 cuda_graphs: bool = True, grouped_attention: bool = True, reuse: bool = True,
+                 share_prefixes: bool = True) -> DecodeSession:
     """A decoding session for this model, tokenizer and stop strings (see `DecodeSession`)."""
     tables = end_tables(tokenizer, model, tuple(stops)).to(device)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return DecodeSession(causal_lm(model), pad, tables, device, cuda_graphs, grouped_attention, reuse)
+    return DecodeSession(causal_lm(model), pad, tables, device, cuda_graphs, grouped_attention, reuse, share_prefixes)

@@ -49,15 +49,24 @@ class StaticKV:
         self.columns = torch.zeros(batch, dtype=torch.long, device=device)
         #: During a prefill: the rows it fills (its i-th sequence goes to row fill_rows[i]).
         self.fill_rows: torch.Tensor | None = None
+        #: During a prefill of prompts that share a prefix: its keys and values, one [1, KV, P, D]
+        #: tensor a layer (`trainables.shared_prefix.PrefixKV`); the prefill's tokens follow it.
+        self.prefix: Any = None
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, layer_idx: int, *args: Any,
                **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Store this layer's new keys/values; return what the new tokens attend over.
 
         A prefill (`fill_rows` set) writes columns [0, T) of those rows and attends within its own
-        T tokens; a one-token update writes each row's `columns[row]` and attends over all L columns."""
+        T tokens (with `prefix`: columns [0, P + T), the prefix's P then its own T, and attends over
+        both); a one-token update writes each row's `columns[row]` and attends over all L columns."""
         keys, values = self.keys[layer_idx], self.values[layer_idx]
         if self.fill_rows is not None:
+            if self.prefix is not None:
+                n = key_states.shape[0]
+                pk, pv = self.prefix.keys[layer_idx], self.prefix.values[layer_idx]
+                key_states = torch.cat([pk.expand(n, -1, -1, -1), key_states], dim=2)
+                value_states = torch.cat([pv.expand(n, -1, -1, -1), value_states], dim=2)
             width = key_states.shape[2]
             keys[:, :, :width].index_copy_(0, self.fill_rows, key_states)
             values[:, :, :width].index_copy_(0, self.fill_rows, value_states)

@@ -152,7 +152,9 @@ def test_generation_honours_each_tasks_max_new_tokens(tiny_model, tiny_tokenizer
     assert all(0 < new <= b[0] for b, new in seen)
     # 4 prompts per task through 3 rows → 2 admissions per task, each of ≥ 1 prefill.
     assert metrics["gen/examples"] == len(items) and metrics["gen/batches"] >= 2 * len(TASKS)
-    assert metrics["gen/prefill_tokens"] >= metrics["gen/prompt_tokens"]
+    # The prefills ran every prompt token (padding included) but those a shared prefix served.
+    assert metrics["gen/prefill_tokens"] + metrics["gen/prefix_tokens"] >= metrics["gen/prompt_tokens"]
+    assert metrics["gen/prefix_tokens"] > 0
     assert 0 < metrics["gen/tokens"] <= sum(4 * budgets[t] for t in TASKS)
 
 
@@ -165,6 +167,7 @@ def test_pooled_tasks_decode_the_same_text_in_fewer_batches(tiny_model, tiny_tok
     cfg = config(eval_langs=["en", "hi"])
     cfg.eval.max_new_tokens = budgets
     cfg.eval.stop_strings = []
+    cfg.eval.share_prefixes = False  # one prefill per task's prefix would split the pooled admissions too
     assert cfg.eval.pool_tasks is True
     items = eval_items(cfg, tiny_tokenizer, "test", 2, fewshot=False)
     per_task = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={"pool_tasks": False})})
@@ -192,10 +195,11 @@ def test_batched_generation_equals_one_at_a_time(tiny_model, tiny_tokenizer):
     cfg = config(tasks=["qa"], eval_langs=["en", "zh", "hi"])
     prompts = [it.prompt_ids for it in eval_items(cfg, tiny_tokenizer, "test", 2, fewshot=False)]
     assert len({len(p) for p in prompts}) > 1  # left padding is exercised
-    batched, stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 6, CPU, 2**30, 16)
-    single, single_stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 6, CPU, 2**30, 1)
+    batched, stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 6, CPU, 2**30, 16, share_prefixes=False)
+    single, single_stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 6, CPU, 2**30, 1,
+                                           share_prefixes=False)
     # One admission (in prefills of similar lengths) against one prefill per prompt.
-    runs = generation._similar_lengths([(i, i) for i in range(len(prompts))], prompts)
+    runs = generation._prefills([(i, i) for i in range(len(prompts))], prompts)
     assert batched == single and stats.batches == len(runs) < single_stats.batches == len(prompts)
 
 

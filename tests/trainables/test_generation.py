@@ -49,7 +49,7 @@ def test_an_admission_prefills_runs_of_similar_lengths():
     prefill's longest; every (row, prompt) pair exactly once."""
     prompts = [[0] * n for n in (10, 100, 80, 76, 74, 40, 31, 30)]
     pairs = [(7 - i, i) for i in range(len(prompts))]
-    parts = generation._similar_lengths(pairs, prompts)
+    parts = [part for prefix, part in generation._prefills(pairs, prompts)]
     assert [[len(prompts[i]) for _, i in part] for part in parts] == [[100, 80, 76], [74], [40, 31, 30], [10]]
     assert sorted(p for part in parts for p in part) == sorted(pairs)
 
@@ -81,14 +81,15 @@ def test_streams_join_groups_when_that_costs_fewer_steps():
 
 def test_text_equals_hugging_face_generate_one_prompt_at_a_time(tiny_model, tiny_tokenizer):
     prompts = prompts_of(tiny_tokenizer, ["nli", "qa", "ner"])
-    ours, stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 12, CPU, 2**30, 64)
+    ours, stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 12, CPU, 2**30, 64, share_prefixes=False)
+    shared, _ = greedy_generate(tiny_model, tiny_tokenizer, prompts, 12, CPU, 2**30, 64)  # trainables/shared_prefix.py
     reference = []
     for p in prompts:  # the old path: model.generate, no padding, decoded without special tokens
         ids = torch.tensor([p])
         gen = tiny_model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=12,
                                   do_sample=False, pad_token_id=tiny_tokenizer.pad_token_id)
         reference.append(tiny_tokenizer.decode(gen[0, len(p):], skip_special_tokens=True))
-    assert ours == reference
+    assert ours == reference == shared
     # Roomy: one stream, one admission, in prefills of similar lengths.
     assert stats.sequences == len(prompts) and stats.batches == prefills([len(p) for p in prompts])
     assert stats.prompt_tokens == sum(map(len, prompts)) <= stats.prefill_tokens
@@ -101,7 +102,8 @@ def test_per_prompt_budgets_give_each_prompt_its_own_decoding(tiny_model, tiny_t
     """One budget per prompt: each text is what that prompt decodes alone with its budget."""
     prompts = prompts_of(tiny_tokenizer, ["nli", "qa", "ner"])
     budgets = [1 + (3 * i) % 11 for i in range(len(prompts))]
-    together, stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, budgets, CPU, 2**30, 64)
+    together, stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, budgets, CPU, 2**30, 64,
+                                      share_prefixes=False)
     alone = [greedy_generate(tiny_model, tiny_tokenizer, [p], b, CPU, 2**30, 64)[0][0] for p, b in zip(prompts, budgets)]
     assert together == alone
     assert stats.generated_tokens <= sum(budgets) and stats.batches == prefills([len(p) for p in prompts])
@@ -207,8 +209,8 @@ def test_batch_size_follows_the_memory_budget(tiny_model, tiny_tokenizer):
     assert small == batch_size_for(config, torch.float32, 100, 20, 8 * 10**6, 10**9) // 2 or small >= 1
     prompts = prompts_of(tiny_tokenizer, ["qa"], n=4)
     budget = 3 * (per_token * (max(map(len, prompts)) + 8) + 10**4)
-    roomy, a = greedy_generate(tiny_model, tiny_tokenizer, prompts, 8, CPU, 2**30, 64)
-    tight, b = greedy_generate(tiny_model, tiny_tokenizer, prompts, 8, CPU, budget, 64)
+    roomy, a = greedy_generate(tiny_model, tiny_tokenizer, prompts, 8, CPU, 2**30, 64, share_prefixes=False)
+    tight, b = greedy_generate(tiny_model, tiny_tokenizer, prompts, 8, CPU, budget, 64, share_prefixes=False)
     assert roomy == tight and a.batches == prefills([len(p) for p in prompts]) < b.batches
 
 
@@ -225,7 +227,7 @@ def test_streams_follow_the_memory_budget_and_give_the_same_text(tiny_model, tin
         return real(lm, group, *args, **kwargs)
 
     monkeypatch.setattr(generation, "_decode_stream", spy)
-    one, one_stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 6, CPU, 2**30, 64)
+    one, one_stats = greedy_generate(tiny_model, tiny_tokenizer, prompts, 6, CPU, 2**30, 64, share_prefixes=False)
     assert len(widths) == 1 and one_stats.batches == prefills([len(p) for p in prompts])
     widths.clear()
     per_token = kv_bytes_per_token(tiny_model.config, torch.float32)
