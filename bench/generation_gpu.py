@@ -1,8 +1,8 @@
 """Evaluation decoding through the product's own `trainables.evaluate.predict`, in the same run on
 the same items: eager (the baseline), then adding one lever at a time — each batch's decoding step
 replayed as a CUDA graph, grouped-head decoding attention, decoding tensors and recorded step
-reused across batches, LoRA merged into weight copies, every task's items in one pass (all of
-them: the product's default).
+reused across batches, LoRA merged into weight copies, every task's items in one pass, a prefix
+shared by several prompts prefilled once (all of them: the product's default).
 Generated tok/s, examples/s, the ratio to eager, and whether the texts are the same.
 
     python bench/generation_gpu.py --data /tmp/xs/xtreme-sample --out $OUT        # on the GPU machine
@@ -130,7 +130,8 @@ def nonzero_adapters(model: Any, scale: float = 0.02) -> None:
 def compare(cfg: Any, device: Any, repeat: bool = False, profile: bool = False
             ) -> tuple[dict[str, Any], int, dict[str, int]]:
     """Evaluation decoding of an sft student's dev items, eager, then adding one lever at a time
-    (CUDA graphs, grouped attention, reused decoders, merged LoRA, pooled tasks: the default): figures per
+    (CUDA graphs, grouped attention, reused decoders, merged LoRA, pooled tasks, shared prefixes: the
+    default): figures per
     setting, the item count, and how many items' texts differ from the eager setting's."""
     import torch
 
@@ -145,11 +146,12 @@ def compare(cfg: Any, device: Any, repeat: bool = False, profile: bool = False
     texts: dict[bool, list[str]] = {}
     # Each setting adds one lever to the one before (the last is the product's default); eager
     # first: no warm cache favours the others.
-    levers = ("cuda_graphs", "grouped_attention", "reuse_decoder", "merge_lora", "pool_tasks")
+    levers = ("cuda_graphs", "grouped_attention", "reuse_decoder", "merge_lora", "pool_tasks", "share_prefixes")
     variants = [("eager", {}), ("cuda_graphs", {"cuda_graphs"}), ("cuda_graphs+grouped", {"cuda_graphs", "grouped_attention"}),
                 ("+reuse", {"cuda_graphs", "grouped_attention", "reuse_decoder"}),
                 ("+merged", {"cuda_graphs", "grouped_attention", "reuse_decoder", "merge_lora"}),
-                ("+pooled tasks (default)", set(levers))]
+                ("+pooled tasks", set(levers) - {"share_prefixes"}),
+                ("+shared prefixes (default)", set(levers))]
     for name, on in variants * (2 if repeat else 1):
         run_cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={k: k in on for k in levers})})
         stats = GenerationStats()
@@ -168,7 +170,8 @@ def compare(cfg: Any, device: Any, repeat: bool = False, profile: bool = False
             "ms_per_decode_step": round(1000 * seconds / max(1, stats.decode_steps), 2),
             # The generation's own split on the GPU's clock (trainables.generation.SpanClock).
             "prefill_s": round(stats.prefill_s, 2), "decode_s": round(stats.decode_s, 2),
-            "prompt_tokens": stats.prompt_tokens, "prefill_tokens": stats.prefill_tokens}
+            "prompt_tokens": stats.prompt_tokens, "prefill_tokens": stats.prefill_tokens,
+            "prefix_tokens": stats.prefix_tokens}
     differ = {name: sum(a != b for a, b in zip(texts[name], texts["eager"])) for name in texts if name != "eager"}
     if profile:
         settings["profile"] = profile_decoding(state, cfg, device)
@@ -240,7 +243,7 @@ def main() -> int:
     for name, s in result["settings"].items():
         if name in ("profile", "prefill"):
             continue
-        lines.append(f"  {name:<20} {s['seconds']:>7}s {s['gen_tok_per_s']:>8,} gen tok/s {s['examples_per_s']:>7} ex/s "
+        lines.append(f"  {name:<26} {s['seconds']:>7}s {s['gen_tok_per_s']:>8,} gen tok/s {s['examples_per_s']:>7} ex/s "
                      f"{s['ms_per_decode_step']:>7} ms/step  ({s['generated_tokens']:,} tokens, {s['decode_steps']} steps, "
                      f"{s['batches']} batches, {s['decoders']} decoders; prefill {s['prefill_s']}s "
                      f"({s['prefill_tokens'] / max(s['prefill_s'], 1e-9):,.0f} padded tok/s), decoding {s['decode_s']}s)")

@@ -20,7 +20,7 @@ def test_generation_benchmark_runs_on_the_tiny_shape(tmp_path):
                               repeat=False, profile=True, max_new=4)
     result = run(args)
     settings = result["settings"]
-    names = ["eager", "cuda_graphs", "cuda_graphs+grouped", "+reuse", "+merged", "+pooled tasks (default)"]
+    names = ["eager", "cuda_graphs", "cuda_graphs+grouped", "+reuse", "+merged", "+pooled tasks", "+shared prefixes (default)"]
     assert set(names) | {"profile", "prefill"} == set(settings)
     for name in names:
         s = settings[name]
