@@ -56,9 +56,12 @@ from torch import nn
 
 #: Padded lengths are multiples of this many tokens (≤ max_student_len / 64 graphs per trial).
 BUCKET = 64
-#: A packed batch's length is a multiple of this many tokens: 11 lengths covered the study's 1,000
-#: batches at 1.08× the real tokens (64: 19 lengths at 1.04×; 256: 6 at 1.16×).
-PACK_BUCKET = 128
+#: A packed batch's length is a multiple of this many tokens. Each length a trial meets is one
+#: recording (~1.5 s at 3B in study runs 12–14, 7–8 a trial), against a step's ~0.07 s: on the
+#: study's data (`bench/pack_lengths.py`) 200 steps meet 4 lengths at 1.16× the real tokens with 256,
+#: 8 at 1.08× with 128 (1,000 steps: 6 against 10), so the wider bucket records half as often for
+#: ~7% more tokens a step.
+PACK_BUCKET = 256
 #: Eager forward+backward passes before a trial's first capture (cuBLAS workspaces, lazy
 #: initialisation), and before each later one, whose new shapes only need their own kernels chosen.
 #: Each pass is a launch-bound eager step (~0.2–0.3 s at 3B); study runs 12–14 recorded 7–8 packed
