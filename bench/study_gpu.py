@@ -236,6 +236,8 @@ def summarise_trial(rows: list[dict[str, Any]]) -> dict[str, Any]:
         # Prompt tokens, and what the prefills ran with each one's left padding (None before it was reported).
         "gen_prompt_tokens": int(sum(gen(r, "prompt_tokens", 0) for r in rows)),
         "gen_prefill_tokens": int(sum(gen(r, "prefill_tokens", 0) for r in rows)) or None,
+        # Prompt tokens a shared prefix served (prefilled once per evaluation; eval.share_prefixes).
+        "gen_prefix_tokens": int(sum(gen(r, "prefix_tokens", 0) for r in rows)),
         # Of the generation seconds: the prefill forwards, and the rest of the streams (decoding
         # steps and their host reads), on the GPU's clock (None before they were reported).
         "gen_prefill_s": round(sum(gen(r, "prefill_s", 0.0) for r in rows), 1) or None,
@@ -531,16 +533,18 @@ def render(r: dict[str, Any]) -> str:
                      f"{t.get('peak_gpu_gb') or '-':>7} {round(t.get('wall_s') or 0):>7}")
     lines += ["", f"{'trial':<22} {'ray start s':>11} {'process s':>9} {'model s':>7} {'data s':>6} {'slot wait s':>11} "
               f"{'to GPU s':>8} {'decode steps':>12} "
-              f"{'prefills':>8} {'prompt tok':>10} {'prefill tok':>11} {'padding':>7} {'prefill s':>9} {'decode s':>8} "
+              f"{'prefills':>8} {'prompt tok':>10} {'prefix tok':>10} {'prefill tok':>11} {'padding':>7} "
+              f"{'prefill s':>9} {'decode s':>8} "
               f"{'prefill tok/s':>13}"]
     for label, t in r["trials"].items():
         prompt, prefill = t.get("gen_prompt_tokens") or 0, t.get("gen_prefill_tokens") or 0
+        prefix = t.get("gen_prefix_tokens") or 0  # padding: what the prefills ran over the prompt tokens they had to
         lines.append(f"{label:<22} {t.get('worker_start_s') or '-':>11} {t.get('worker_process_s') or '-':>9} "
                      f"{t.get('setup_model_s') or '-':>7} "
                      f"{t.get('setup_data_s') or '-':>6} {t.get('slot_wait_s') or '-':>11} "
                      f"{t.get('setup_to_device_s') or '-':>8} {t.get('gen_decode_steps') or '-':>12} "
-                     f"{t.get('gen_prefills') or '-':>8} {prompt or '-':>10} {prefill or '-':>11} "
-                     f"{f'{prefill / prompt:.2f}' if prompt and prefill else '-':>7} "
+                     f"{t.get('gen_prefills') or '-':>8} {prompt or '-':>10} {prefix or '-':>10} {prefill or '-':>11} "
+                     f"{f'{prefill / (prompt - prefix):.2f}' if prompt > prefix and prefill else '-':>7} "
                      f"{t.get('gen_prefill_s') or '-':>9} {t.get('gen_decode_s') or '-':>8} "
                      f"{round(prefill / t['gen_prefill_s']) if prefill and t.get('gen_prefill_s') else '-':>13}")
     if "slot_time" in r:
