@@ -1,11 +1,13 @@
 """Evaluation decoding replayed on the CPU: the product's own stream planning and decoding loop
 (`trainables.generation.plan_streams`, `_decode_stream`) over the study's real prompt lengths, with
 a stand-in model in place of the network, so that decoding steps, prefill forwards and the
-prefill's padded tokens can be counted without a GPU. Three ways, in the same run:
+prefill's padded tokens can be counted without a GPU. Four ways, in the same run:
 
 - one stream per length group, one prefill per admission (study run 9's code);
 - length groups joined into streams, one prefill per admission (study run 10's code);
-- joined streams, each admission prefilled in runs of similar lengths (the product now).
+- joined streams, each admission prefilled in runs of similar lengths (study runs 11–14);
+- the same, with each prefix that several prompts share prefilled once (the product now,
+  `eval.share_prefixes`): the stand-in prompts keep the real prompts' shared prefixes.
 
 Each way also counts the KV-cache cells its decoding steps read (rows × cache columns a step,
 ended rows and unused columns included): what a step's attention loads.
@@ -59,14 +61,23 @@ def stand_in_lm() -> Any:
     return Successor()
 
 
-def stand_in_prompts(lengths: Sequence[int], mean_answer: float, seed: int) -> list[list[int]]:
+def stand_in_prompts(lengths: Sequence[int], mean_answer: float, seed: int,
+                     shared: Sequence[tuple[int, int]] | None = None) -> list[list[int]]:
     """Prompts of these lengths whose last token makes the stand-in end the answer after a drawn
-    number of tokens (1 + an exponential draw of mean `mean_answer`, at most STRIDE - 1)."""
+    number of tokens (1 + an exponential draw of mean `mean_answer`, at most STRIDE - 1).
+
+    With `shared` (each prompt's shared-prefix group, -1 for none, and its length): prompts of a
+    group start with the same tokens for that length, then a token of their own, so that
+    `shared_prefixes` finds the real prompts' groups again."""
     rnd = random.Random(seed)
     out = []
     for k, n in enumerate(lengths):
         answer = min(STRIDE - 1, 1 + int(rnd.expovariate(1 / mean_answer)))
-        out.append([1] * (n - 1) + [STRIDE * (k % (VOCAB // STRIDE - 2) + 1) - answer])
+        last = STRIDE * (k % (VOCAB // STRIDE - 2) + 1) - answer
+        group, p = shared[k] if shared is not None else (-1, 0)
+        own = n - p
+        mark = [2 + k % (STRIDE - 3)] if own >= 2 else []  # never a multiple of STRIDE (an end token)
+        out.append([STRIDE + 1 + group] * p + mark + [1] * (own - 1 - len(mark)) + [last])
     return out
 
 
@@ -79,8 +90,10 @@ def length_groups(lengths: Sequence[int], budgets: Sequence[int], rows_for: Any)
              max(1, min(len(g), rows_for(lengths[g[0]], max(budgets[i] for i in g))))) for g in groups]
 
 
-def replay(lengths: list[int], budgets: list[int], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
-    """Decoding steps, prefills, prefill ÷ prompt tokens and KV-cache cells read, each way over these prompts."""
+def replay(lengths: list[int], budgets: list[int], args: argparse.Namespace,
+           shared: Sequence[tuple[int, int]] | None = None) -> dict[str, dict[str, Any]]:
+    """Decoding steps, prefills, prefill ÷ prompt tokens and KV-cache cells read, each way over these
+    prompts (`shared`: their shared-prefix groups and lengths, see `stand_in_prompts`)."""
     import torch
 
     from trainables import generation
@@ -89,29 +102,32 @@ def replay(lengths: list[int], budgets: list[int], args: argparse.Namespace) -> 
     shape = type("Shape", (), ARCHITECTURES[args.shape])()
     rows_for = lambda longest, most_new: generation.batch_size_for(  # noqa: E731
         shape, torch.bfloat16, longest, most_new, int(args.eval_gb * 2**30), args.max_batch)
-    prompts = stand_in_prompts(lengths, args.mean_answer, args.seed)
+    prompts = stand_in_prompts(lengths, args.mean_answer, args.seed, shared)
+    cpu = torch.device("cpu")
     ends = torch.zeros(VOCAB, dtype=torch.bool)
     ends[::STRIDE] = True
     none = torch.zeros(VOCAB, dtype=torch.bool)
     ratio = generation.PREFILL_LENGTH_RATIO
-    ways = {"one stream per length group (run 9)": (length_groups, 0.0),
-            "joined streams, one prefill per admission (run 10)": (generation.plan_streams, 0.0),
-            "joined streams, prefills of similar lengths (now)": (generation.plan_streams, ratio)}
+    ways = {"one stream per length group (run 9)": (length_groups, 0.0, False),
+            "joined streams, one prefill per admission (run 10)": (generation.plan_streams, 0.0, False),
+            "joined streams, prefills of similar lengths (runs 11-14)": (generation.plan_streams, ratio, False),
+            "the same, shared prefixes prefilled once (now)": (generation.plan_streams, ratio, True)}
     out: dict[str, dict[str, Any]] = {}
     try:
-        for name, (plan, prefill_ratio) in ways.items():
+        for name, (plan, prefill_ratio, share) in ways.items():
             generation.PREFILL_LENGTH_RATIO = prefill_ratio
             lm = stand_in_lm()
-            session = generation.DecodeSession(lm, 0, generation.EndTables(ends, none, none), torch.device("cpu"),
-                                               graphs=False)
+            session = generation.DecodeSession(lm, 0, generation.EndTables(ends, none, none), cpu, graphs=False)
             stats = generation.GenerationStats()
+            prefixes = (generation.prefill_shared_prefixes(lm, prompts, cpu, stats, generation.SpanClock(cpu))
+                        if share else [None] * len(prompts))
             streams = plan(lengths, budgets, rows_for)
             for stream, rows in streams:
                 generation._decode_stream(lm, [prompts[i] for i in stream], [budgets[i] for i in stream], rows,
-                                          session, stats)
+                                          session, stats, prefixes=[prefixes[i] for i in stream])
             out[name] = {"streams": [[len(s), r] for s, r in streams], "decode_steps": stats.decode_steps,
                          "prefills": stats.batches, "prompt_tokens": stats.prompt_tokens,
-                         "prefill_tokens": stats.prefill_tokens,
+                         "prefill_tokens": stats.prefill_tokens, "prefix_tokens": stats.prefix_tokens,
                          "prefill_per_prompt_token": round(stats.prefill_tokens / stats.prompt_tokens, 2),
                          "kv_reads": stats.kv_reads}
     finally:
@@ -125,6 +141,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from trainables.evaluate import eval_items
     from trainables.random_model import random_tokenizer
     from trainables.random_shapes import ARCHITECTURES
+    from trainables.shared_prefix import shared_prefixes
     from trainables.tasks.schema import DEFAULT_MAX_NEW_TOKENS
 
     cfg = TrialConfig.model_validate({"model": {"name": f"random:{args.shape}"},
@@ -137,7 +154,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         items = eval_items(cfg, tokenizer, "dev", per_pair, fewshot=False)
         lengths = [len(it.prompt_ids) for it in items]
         budgets = [DEFAULT_MAX_NEW_TOKENS[it.task] for it in items]
-        result[split] = {"items": len(items), "ways": replay(lengths, budgets, args)}
+        groups = shared_prefixes([it.prompt_ids for it in items])
+        shared = [(g, groups.prefix_len(i)) for i, g in enumerate(groups.group)]
+        result[split] = {"items": len(items), "shared_prefix_lengths": groups.lengths,
+                         "ways": replay(lengths, budgets, args, shared)}
     return result
 
 
@@ -161,8 +181,9 @@ def main() -> int:
     for split in ("dev", "test"):
         lines.append(f"{split} ({result[split]['items']} items)")
         for name, w in result[split]["ways"].items():
-            lines.append(f"  {name:<52} steps {w['decode_steps']:>5}  prefills {w['prefills']:>4}  "
-                         f"prefill/prompt tokens {w['prefill_per_prompt_token']:>5}  KV cells read "
+            lines.append(f"  {name:<56} steps {w['decode_steps']:>5}  prefills {w['prefills']:>4}  "
+                         f"prefill/prompt tokens {w['prefill_per_prompt_token']:>5}  prefix tokens "
+                         f"{w['prefix_tokens']:>7}  KV cells read "
                          f"{w['kv_reads'] / 1e6:>7.1f} M  streams {w['streams']}")
     text = "\n".join(lines) + "\n"
     (args.out / "eval_replay.txt").write_text(text)

@@ -536,6 +536,17 @@ def plan_streams(lengths: Sequence[int], budgets: Sequence[int],
     return planned
 
 
+def prefill_shared_prefixes(lm: nn.Module, prompts: Sequence[Sequence[int]], device: torch.device,
+                            stats: GenerationStats, clock: SpanClock) -> list[PrefixKV | None]:
+    """Each prompt's shared prefix, prefilled once per group (`trainables.shared_prefix`), or None;
+    the prefix forwards count as prefill tokens and time."""
+    groups = shared_prefixes(prompts)
+    with clock.span("prefill"):
+        kvs = prefixes_kv(lm, prompts, groups, _cache_kwarg(type(lm).forward), device)
+    stats.prefill_tokens += sum(groups.lengths)
+    return [kvs[g] if g >= 0 else None for g in groups.group]
+
+
 def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence[int]],
                     max_new_tokens: int | Sequence[int], device: torch.device, budget_bytes: int, max_batch: int,
                     stops: Sequence[str] = (), attention_area: int | None = None,
@@ -568,13 +579,8 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
     clock = SpanClock(device)
     builds = session.builds
     try:
-        prefixes: list[PrefixKV | None] = [None] * len(prompts)
-        if session.share_prefixes:
-            groups = shared_prefixes(prompts)
-            with clock.span("prefill"):
-                kvs = prefixes_kv(lm, prompts, groups, _cache_kwarg(type(lm).forward), device)
-            prefixes = [kvs[g] if g >= 0 else None for g in groups.group]
-            stats.prefill_tokens += sum(groups.lengths)
+        prefixes = prefill_shared_prefixes(lm, prompts, device, stats, clock) if session.share_prefixes \
+            else [None] * len(prompts)
         for stream, rows in plan_streams([len(p) for p in prompts], budgets, lambda longest, most_new: batch_size_for(
                 lm.config, dtype, longest, most_new, budget_bytes, max_batch, area)):
             with clock.span("stream"):

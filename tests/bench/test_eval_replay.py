@@ -1,5 +1,5 @@
 """The evaluation replay's logic on a small shape: the product's planning and decoding loop over
-the sample's real prompt lengths, counted three ways in one run."""
+the sample's real prompt lengths, counted four ways in one run."""
 
 from __future__ import annotations
 
@@ -22,14 +22,20 @@ def test_replay_counts_steps_prefill_padding_and_cache_reads(tmp_path, monkeypat
     assert generation.PREFILL_LENGTH_RATIO == 0.75  # restored after the replay
     for split, per_pair in (("dev", 2), ("test", 3)):
         ways = list(result[split]["ways"].values())
-        assert result[split]["items"] > 0 and len(ways) == 3
-        groups, joined, now = ways
+        assert result[split]["items"] > 0 and len(ways) == 4
+        groups, joined, runs, now = ways
+        assert result[split]["shared_prefix_lengths"]  # the sample's task instructions
         # Every way decodes every prompt once; a prefill never runs fewer tokens than its prompts.
-        assert groups["prompt_tokens"] == joined["prompt_tokens"] == now["prompt_tokens"]
-        assert all(w["prefill_tokens"] >= w["prompt_tokens"] for w in ways)
+        assert groups["prompt_tokens"] == joined["prompt_tokens"] == runs["prompt_tokens"] == now["prompt_tokens"]
+        assert all(w["prefill_tokens"] >= w["prompt_tokens"] for w in ways[:3])
         assert sum(n for n, _ in groups["streams"]) == result[split]["items"]
         # Splitting admissions by length changes prefills only: same streams, same steps, less padding.
-        assert now["streams"] == joined["streams"] and now["decode_steps"] == joined["decode_steps"]
-        assert now["prefill_tokens"] <= joined["prefill_tokens"] and now["prefills"] >= joined["prefills"]
+        assert runs["streams"] == joined["streams"] and runs["decode_steps"] == joined["decode_steps"]
+        assert runs["prefill_tokens"] <= joined["prefill_tokens"] and runs["prefills"] >= joined["prefills"]
+        # Shared prefixes change prefills only too: fewer tokens run, the rest served by the prefixes.
+        assert now["streams"] == runs["streams"] and now["decode_steps"] == runs["decode_steps"]
+        assert now["prefix_tokens"] > 0 and runs["prefix_tokens"] == 0
+        assert now["prefill_tokens"] < runs["prefill_tokens"] and now["prefills"] >= runs["prefills"]
+        assert now["prefill_tokens"] + now["prefix_tokens"] >= now["prompt_tokens"]
         # The same streams and steps read the same cache; every step reads at least one cell a row.
-        assert now["kv_reads"] == joined["kv_reads"] >= now["decode_steps"]
+        assert now["kv_reads"] == runs["kv_reads"] == joined["kv_reads"] >= now["decode_steps"]
