@@ -9,6 +9,9 @@ prefill's padded tokens can be counted without a GPU. Four ways, in the same run
 - the same, with each prefix that several prompts share prefilled once (the product now,
   `eval.share_prefixes`): the stand-in prompts keep the real prompts' shared prefixes.
 
+Each way runs the dev items, the test items, and both in one pass (`final`: the last evaluation
+of a trial, `eval.joint_final`).
+
 Each way also counts the KV-cache cells its decoding steps read (rows × cache columns a step,
 ended rows and unused columns included): what a step's attention loads.
 
@@ -149,9 +152,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     tokenizer = random_tokenizer(cfg.model, ARCHITECTURES[args.shape]["vocab_size"])
     result: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "command": " ".join(sys.argv),
                               "shape": args.shape, "eval_gb": args.eval_gb, "mean_answer": args.mean_answer}
-    # The study evaluates its test items on the sample's dev split (eval.test_split=dev).
-    for split, per_pair in (("dev", args.dev_per_pair), ("test", args.test_per_pair)):
-        items = eval_items(cfg, tokenizer, "dev", per_pair, fewshot=False)
+    # The study evaluates its test items on the sample's dev split (eval.test_split=dev); its last
+    # evaluation decodes dev and test items in one pass (eval.joint_final).
+    dev = eval_items(cfg, tokenizer, "dev", args.dev_per_pair, fewshot=False)
+    test = eval_items(cfg, tokenizer, "dev", args.test_per_pair, fewshot=False)
+    for split, items in (("dev", dev), ("test", test), ("final", dev + test)):
         lengths = [len(it.prompt_ids) for it in items]
         budgets = [DEFAULT_MAX_NEW_TOKENS[it.task] for it in items]
         groups = shared_prefixes([it.prompt_ids for it in items])
@@ -178,8 +183,8 @@ def main() -> int:
     (args.out / "eval_replay.json").write_text(json.dumps(result, indent=1))
     lines = [f"evaluation replay {result['date']}: {args.shape} tokenizer, {args.eval_gb} GB, "
              f"answers of ~{args.mean_answer} tokens"]
-    for split in ("dev", "test"):
-        lines.append(f"{split} ({result[split]['items']} items)")
+    for split in ("dev", "test", "final"):
+        lines.append(f"{split} ({result[split]['items']} items{', dev and test in one pass' if split == 'final' else ''})")
         for name, w in result[split]["ways"].items():
             lines.append(f"  {name:<56} steps {w['decode_steps']:>5}  prefills {w['prefills']:>4}  "
                          f"prefill/prompt tokens {w['prefill_per_prompt_token']:>5}  prefix tokens "

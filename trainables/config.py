@@ -246,6 +246,8 @@ class EvalConfig(Section):
     share_prefixes: bool = Field(True, description="a prompt prefix that several prompts start with (a task's "
                                  "instruction) is prefilled once and its keys and values copied to their rows "
                                  "(trainables/shared_prefix.py)")
+    joint_final: bool = Field(True, description="the last evaluation decodes its dev and test items in one pass "
+                              "(shared streams: fewer decoding steps), scored apart; its gen/* counts cover both")
     pool_tasks: bool = Field(True, description="one generation pass over every task's items: batches formed by "
                              "prompt length across tasks, each sequence within its own task's token budget "
                              "(fewer, fuller batches than one pass per task)")

@@ -39,3 +39,10 @@ def test_replay_counts_steps_prefill_padding_and_cache_reads(tmp_path, monkeypat
         assert now["prefill_tokens"] + now["prefix_tokens"] >= now["prompt_tokens"]
         # The same streams and steps read the same cache; every step reads at least one cell a row.
         assert now["kv_reads"] == runs["kv_reads"] == joined["kv_reads"] >= now["decode_steps"]
+    # The last evaluation's one pass over both splits: every item, fewer steps than two passes.
+    final = result["final"]["ways"]
+    assert result["final"]["items"] == result["dev"]["items"] + result["test"]["items"]
+    for name, way in final.items():
+        assert way["prompt_tokens"] == sum(result[s]["ways"][name]["prompt_tokens"] for s in ("dev", "test"))
+    now = list(final)[-1]
+    assert final[now]["decode_steps"] < sum(result[s]["ways"][now]["decode_steps"] for s in ("dev", "test"))

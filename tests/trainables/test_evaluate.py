@@ -285,3 +285,25 @@ def test_data_parallel_ranks_share_decoding_and_rank0_scores_everything(tiny_mod
         {k: v for k, v in metrics.items() if k not in per_rank}
     assert got[0]["rows"] == rows
     assert {k.split("/")[0] for k in metrics if k.count("/") == 2} == set(TASKS)
+
+
+def test_splits_decoded_together_score_like_apart_in_fewer_steps(tiny_model, tiny_tokenizer):
+    """evaluate_together (the last evaluation's one pass over dev and test): each split's metrics
+    and rows equal its own pass's; the pass decodes every item once, in fewer steps than two passes."""
+    from trainables.evaluate import evaluate_together
+
+    cfg = config(eval_langs=["en", "hi"])
+    cfg.eval.max_new_tokens = {"nli": 2, "pa": 2, "qa": 4, "ner": 6, "pos": 6}
+    dev = eval_items(cfg, tiny_tokenizer, "dev", 2, fewshot=False)
+    test = eval_items(cfg, tiny_tokenizer, "test", 3, fewshot=False)
+    apart = {name: evaluate(tiny_model, tiny_tokenizer, items, cfg, CPU) for name, items in
+             (("dev", dev), ("test", test))}
+    metrics, rows, counts = evaluate_together(tiny_model, tiny_tokenizer, {"dev": dev, "test": test}, cfg, CPU)
+    for name in ("dev", "test"):
+        scores = {k: v for k, v in apart[name][0].items() if not k.startswith("gen/")}
+        assert metrics[name] == scores and rows[name] == apart[name][1]
+        assert not any(k.startswith("gen/") for k in metrics[name])
+    assert counts["gen/examples"] == len(dev) + len(test)
+    assert counts["gen/tokens"] == apart["dev"][0]["gen/tokens"] + apart["test"][0]["gen/tokens"]
+    assert counts["gen/decode_steps"] < apart["dev"][0]["gen/decode_steps"] + apart["test"][0]["gen/decode_steps"]
+    assert counts["gen/seconds"] > 0

@@ -501,3 +501,19 @@ def test_dev_gradient_in_row_chunks_equals_the_whole_batch_gradient(one_batch, r
     span.model.eval()  # as the module's fixture left it
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, rtol=1e-4, atol=1e-7)  # float32 sums in another order
+
+
+def test_the_last_evaluation_decodes_dev_and_test_in_one_pass(cache):
+    """eval.joint_final (default): the final report's dev and test scores equal two passes', and its
+    gen/* counts cover both splits (no test/gen/*)."""
+    joint, _ = run(base_config(cache), condition="base")
+    off = base_config(cache)
+    off = off.model_copy(update={"eval": off.eval.model_copy(update={"joint_final": False})})
+    apart, _ = run(off, condition="base")
+    final, final_apart = joint[-1], apart[-1]
+    tasks = tuple(f"{t}/" for t in TWO_TASKS) + ("avg",)
+    scores = lambda r: {k: v for k, v in r.items() if k.removeprefix("test/").startswith(tasks)}  # noqa: E731
+    got = scores(final)
+    assert got == scores(final_apart) and "avg" in got and "test/avg" in got and "pos/en/acc" in got
+    assert not any(k.startswith("test/gen/") for k in final) and "test/gen/examples" in final_apart
+    assert final["gen/examples"] == final_apart["gen/examples"] + final_apart["test/gen/examples"]
