@@ -11,7 +11,18 @@ GB = 2**30
 
 
 def peak_rss_gb() -> float:
-    """The highest resident set size this process has reached so far, in GiB."""
+    """The highest resident set size this process has reached so far, in GiB.
+
+    On Linux, the kernel's high-water mark of this program (`VmHWM`): `ru_maxrss` starts a child
+    at its parent's resident size when it was forked and keeps it across exec, so a trial started
+    from a large process (a test runner, a notebook) would report its parent's size."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / GB  # kB
+    except OSError:
+        pass
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / GB if sys.platform == "darwin" else peak * 1024 / GB  # bytes on macOS, KiB on Linux
 

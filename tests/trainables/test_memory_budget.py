@@ -89,3 +89,24 @@ def test_growing_segments_is_asked_of_the_allocator_and_a_refusal_is_said_not_ra
     monkeypatch.setattr(torch.cuda.memory, "_set_allocator_settings", refuse)
     assert grow_segments() is False
     assert "expandable segments not set (RuntimeError: not supported by this allocator)" in capsys.readouterr().out
+
+
+def test_a_process_started_from_a_large_one_reports_its_own_peak():
+    """`peak_rss_gb` is this program's own high-water mark: Linux's ru_maxrss starts a forked child
+    at its parent's size and keeps it across exec (a trial run from a ~1.8 GB test runner once
+    reported 1.8 GB, its own peak being ~0.9)."""
+    from trainables.memory import peak_rss_gb
+
+    big = bytearray(600 * 2**20)
+    big[::4096] = b"\x01" * len(big[::4096])  # touch every page: resident
+    code = "from trainables.memory import peak_rss_gb; print(peak_rss_gb())"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    child = float(subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True,
+                                 check=True).stdout)
+    assert peak_rss_gb() > 0.55  # this process holds the 600 MB
+    assert 0 < child < 0.3, f"a fresh interpreter reported {child:.2f} GB"
+    if sys.platform == "linux":  # what the old reading gave the child: at least the parent's size at fork
+        inherited = subprocess.run([sys.executable, "-c", "import resource; print(resource.getrusage("
+                                    "resource.RUSAGE_SELF).ru_maxrss)"], capture_output=True, text=True, check=True)
+        assert int(inherited.stdout) * 1024 / 2**30 > 0.55 > child
+    del big
