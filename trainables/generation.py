@@ -539,9 +539,9 @@ def plan_streams(lengths: Sequence[int], budgets: Sequence[int],
 def prefill_shared_prefixes(lm: nn.Module, prompts: Sequence[Sequence[int]], device: torch.device,
                             stats: GenerationStats, clock: SpanClock) -> list[PrefixKV | None]:
     """Each prompt's shared prefix, prefilled once per group (`trainables.shared_prefix`), or None;
-    the prefix forwards count as prefill tokens and time."""
+    the prefix forwards count as prefill tokens, and their time as span 'prefix' (outside the streams)."""
     groups = shared_prefixes(prompts)
-    with clock.span("prefill"):
+    with clock.span("prefix"):
         kvs = prefixes_kv(lm, prompts, groups, _cache_kwarg(type(lm).forward), device)
     stats.prefill_tokens += sum(groups.lengths)
     return [kvs[g] if g >= 0 else None for g in groups.group]
@@ -592,8 +592,9 @@ def greedy_generate(model: nn.Module, tokenizer: Any, prompts: Sequence[Sequence
             stats.sequences += len(stream)
     finally:
         stats.decoders = session.builds - builds
-        stats.prefill_s = clock.seconds("prefill")
-        stats.decode_s = max(0.0, clock.seconds("stream") - stats.prefill_s)
+        in_streams = clock.seconds("prefill")  # the admissions' prefills, timed inside the streams
+        stats.prefill_s = in_streams + clock.seconds("prefix")
+        stats.decode_s = max(0.0, clock.seconds("stream") - in_streams)
         if own:
             session.close()
     return texts, stats
