@@ -217,10 +217,25 @@ def predict_sharded(predict_shard: Callable[[Sequence[EvalItem]], list[str]], it
     return texts
 
 
-def _predict_counted(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: TrialConfig,
-                     device: torch.device, rank: int, world: int) -> tuple[list[str] | None, dict[str, float]]:
-    """Every rank decodes its share of `items`; rank 0 gets all texts (others None), and every rank
-    the decoding counts and seconds summed over ranks (`gen/*`)."""
+def evaluate(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: TrialConfig,
+             device: torch.device, rank: int = 0, world: int = 1) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Metrics over `items` and one prediction row per example.
+
+    With world > 1 (a data-parallel trial) every rank decodes its share of the items and rank 0
+    scores them all; the other ranks get empty results."""
+    scored, rows, counts = evaluate_together(model, tokenizer, {"items": items}, cfg, device, rank, world)
+    return (scored["items"] | counts, rows["items"]) if scored else ({}, [])
+
+
+def evaluate_together(model: nn.Module, tokenizer: Any, splits: dict[str, Sequence[EvalItem]], cfg: TrialConfig,
+                      device: torch.device, rank: int = 0, world: int = 1
+                      ) -> tuple[dict[str, dict[str, float]], dict[str, list[dict[str, Any]]], dict[str, float]]:
+    """Every split's items decoded in one pass (shared streams, one decoding session: fewer
+    decoding steps than a pass per split), then each split scored on its own: metrics and rows by
+    split, and the pass's decoding counts summed over ranks (`gen/*`, every split together).
+    Ranks as `evaluate`: the other ranks get empty results."""
+    names = list(splits)
+    items = [it for name in names for it in splits[name]]
     stats = GenerationStats()
     t0 = time.perf_counter()
     texts = predict_sharded(lambda shard: predict(model, tokenizer, shard, cfg, device, stats), items, rank, world)
@@ -230,40 +245,9 @@ def _predict_counted(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem]
         stats = GenerationStats()
         for s in every:
             stats.add(s)
-    counts = {gen_key("examples"): float(stats.sequences), gen_key("tokens"): float(stats.generated_tokens),
-              gen_key("prompt_tokens"): float(stats.prompt_tokens),
-              gen_key("prefill_tokens"): float(stats.prefill_tokens),
-              gen_key("prefix_tokens"): float(stats.prefix_tokens), gen_key("batches"): float(stats.batches),
-              gen_key("decoders"): float(stats.decoders), gen_key("decode_steps"): float(stats.decode_steps),
-              gen_key("prefill_s"): stats.prefill_s, gen_key("decode_s"): stats.decode_s,
-              gen_key("kv_reads"): float(stats.kv_reads)}
-    return texts, counts | {gen_key("seconds"): time.perf_counter() - t0}
-
-
-def evaluate(model: nn.Module, tokenizer: Any, items: Sequence[EvalItem], cfg: TrialConfig,
-             device: torch.device, rank: int = 0, world: int = 1) -> tuple[dict[str, float], list[dict[str, Any]]]:
-    """Metrics over `items` and one prediction row per example.
-
-    With world > 1 (a data-parallel trial) every rank decodes its share of the items and rank 0
-    scores them all; the other ranks get empty results."""
-    texts, counts = _predict_counted(model, tokenizer, items, cfg, device, rank, world)
     if texts is None:
-        return {}, []
-    metrics, rows = score(items, texts, cfg)
-    return metrics | counts, rows
-
-
-def evaluate_together(model: nn.Module, tokenizer: Any, splits: dict[str, Sequence[EvalItem]], cfg: TrialConfig,
-                      device: torch.device, rank: int = 0, world: int = 1
-                      ) -> tuple[dict[str, dict[str, float]], dict[str, list[dict[str, Any]]], dict[str, float]]:
-    """Every split's items decoded in one pass (shared streams, one decoding session: fewer
-    decoding steps than a pass per split), then each split scored on its own: metrics and rows by
-    split, and the pass's decoding counts (`gen/*`, every split together). Ranks as `evaluate`."""
-    names = list(splits)
-    items = [it for name in names for it in splits[name]]
-    texts, counts = _predict_counted(model, tokenizer, items, cfg, device, rank, world)
-    if texts is None:
-        return {}, {}, counts
+        return {}, {}, {}
+    seconds = time.perf_counter() - t0
     metrics: dict[str, dict[str, float]] = {}
     rows: dict[str, list[dict[str, Any]]] = {}
     at = 0
@@ -271,4 +255,11 @@ def evaluate_together(model: nn.Module, tokenizer: Any, splits: dict[str, Sequen
         n = len(splits[name])
         metrics[name], rows[name] = score(splits[name], texts[at:at + n], cfg)
         at += n
+    counts = {gen_key("examples"): float(stats.sequences), gen_key("tokens"): float(stats.generated_tokens),
+              gen_key("prompt_tokens"): float(stats.prompt_tokens),
+              gen_key("prefill_tokens"): float(stats.prefill_tokens),
+              gen_key("prefix_tokens"): float(stats.prefix_tokens), gen_key("batches"): float(stats.batches),
+              gen_key("decoders"): float(stats.decoders), gen_key("decode_steps"): float(stats.decode_steps),
+              gen_key("prefill_s"): stats.prefill_s, gen_key("decode_s"): stats.decode_s,
+              gen_key("kv_reads"): float(stats.kv_reads), gen_key("seconds"): seconds}
     return metrics, rows, counts

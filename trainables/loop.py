@@ -25,7 +25,7 @@ from trainables import checkpoints, faults
 from trainables.alignment import Batch, collate, row_chunks
 from trainables.config import TrialConfig, train_compile_enabled
 from trainables.data import TrainExample, available_langs, load_records, student_encodings, subset, training_set
-from trainables.evaluate import eval_items, evaluate, evaluate_together
+from trainables.evaluate import eval_items, evaluate_together
 from trainables.losses import LossParts, answer_ce, combine_losses, token_losses, weighted_token_mean
 from trainables.metric_keys import diag_key, lambda_key, on_test, time_key, train_key
 from trainables.memory import grow_segments, memory_metrics
@@ -571,22 +571,20 @@ def evaluation_report(state: TrainState, step: int, eval_index: int, extra: dict
             graphs.release()
     # Decoding runs eager: compiled layers would recompile for every new sequence length.
     with torch.compiler.set_stance("force_eager"):
-        args = (state.model, state.tokenizer)
-        if final and cfg.eval.joint_final:  # one decoding pass over dev and test: gen/* covers both
-            scored, rows, counts = evaluate_together(*args, {"dev": state.dev_items, "test": state.test_items},
-                                                     cfg, state.device, rank, state.world)
-            metrics.update({**scored.get("dev", {}), **counts})
-            metrics.update({on_test(k): v for k, v in scored.get("test", {}).items()})
-            if rank == 0:
-                _save_predictions(state.out_dir, rows, cfg)
-        else:
-            dev, dev_rows = evaluate(*args, state.dev_items, cfg, state.device, rank, state.world)
-            metrics.update(dev)
-            if final:
-                test, test_rows = evaluate(*args, state.test_items, cfg, state.device, rank, state.world)
-                metrics.update({on_test(k): v for k, v in test.items()})
-                if rank == 0:
-                    _save_predictions(state.out_dir, {"dev": dev_rows, "test": test_rows}, cfg)
+        splits = {"dev": state.dev_items, **({"test": state.test_items} if final else {})}
+        # eval.joint_final: one decoding pass over dev and test, whose gen/* covers both.
+        passes = [splits] if cfg.eval.joint_final else [{name: items} for name, items in splits.items()]
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for group in passes:
+            scored, got, counts = evaluate_together(state.model, state.tokenizer, group, cfg, state.device, rank,
+                                                    state.world)
+            rows.update(got)
+            # A split's keys as they are on dev, 'test/'-prefixed on test; a pass's counts go with its
+            # first split (gen/*, or test/gen/* for a test pass of its own).
+            for name, values in [*scored.items(), (next(iter(group)), counts)]:
+                metrics.update(values if name == "dev" else {on_test(k): v for k, v in values.items()})
+        if final and rank == 0:
+            _save_predictions(state.out_dir, rows, cfg)
     if rank == 0:
         metrics[time_key("eval_s")] = time.perf_counter() - t0
     metrics.update(memory_metrics())  # peak RSS (and GPU) of this worker so far: training and evaluation
