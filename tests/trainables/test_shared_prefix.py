@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tests.trainables.test_generation import prompts_of
 from trainables import generation
-from trainables.config import ModelConfig, TrialConfig
-from trainables.evaluate import eval_items
+from trainables.config import ModelConfig
 from trainables.generation import greedy_generate
 from trainables.models import load_model
 from trainables.shared_prefix import MIN_SHARED_PREFIX, prefix_kv, prefixes_kv, shared_prefixes
@@ -20,12 +20,6 @@ CPU = torch.device("cpu")
 def tiny_model(tiny_dir):
     torch.manual_seed(0)
     return load_model(ModelConfig(name="tiny"), CPU, trainable=False)
-
-
-def task_prompts(tokenizer, tasks, n=3):
-    cfg = TrialConfig.model_validate({"data": {"tasks": tasks, "eval_langs": ["en", "hi", "zh"],
-                                               "synthetic_sizes": {"train": 20, "dev": 20, "test": 20}}})
-    return [it.prompt_ids for it in eval_items(cfg, tokenizer, "test", n, fewshot=False)]
 
 
 def longest_common(seqs):
@@ -62,7 +56,7 @@ def test_short_or_single_prefixes_are_not_shared():
 
 def test_real_task_prompts_share_their_instruction(tiny_tokenizer):
     """The tiny default's prompts of one task start with the task's instruction; other tasks' don't."""
-    prompts = task_prompts(tiny_tokenizer, ["nli", "ner", "qa"])
+    prompts = prompts_of(tiny_tokenizer, ["nli", "ner", "qa"])
     g = shared_prefixes(prompts)
     assert len(g.lengths) == 3 and all(grp >= 0 for grp in g.group)
     for grp, n in enumerate(g.lengths):
@@ -73,7 +67,7 @@ def test_real_task_prompts_share_their_instruction(tiny_tokenizer):
 def test_a_row_filled_from_a_prefix_holds_the_whole_prefills_keys_and_values(tiny_model, tiny_tokenizer):
     """The cache after admitting prompts from their shared prefix equals, at every real column,
     the cache after prefilling the whole prompts; the first token is the same."""
-    prompts = [p for p in task_prompts(tiny_tokenizer, ["ner"], n=4)][:5]
+    prompts = [p for p in prompts_of(tiny_tokenizer, ["ner"], n=4)][:5]
     g = shared_prefixes(prompts)
     assert g.lengths and all(x == 0 for x in g.group)
     lm = generation.causal_lm(tiny_model)
@@ -105,7 +99,7 @@ def test_a_row_filled_from_a_prefix_holds_the_whole_prefills_keys_and_values(tin
 def test_shared_prefixes_give_the_same_text_with_refills_budgets_and_streams(tiny_model, tiny_tokenizer):
     """Every task, per-prompt budgets, 3 rows (so rows are refilled from several prefixes): the texts
     equal those without sharing; fewer tokens are prefilled and the rest came from the prefixes."""
-    prompts = task_prompts(tiny_tokenizer, ["nli", "pa", "qa", "ner", "pos"], n=3)
+    prompts = prompts_of(tiny_tokenizer, ["nli", "pa", "qa", "ner", "pos"], n=3)
     budgets = [1 + (5 * i) % 9 for i in range(len(prompts))]
     for rows in (64, 3):
         off, s_off = greedy_generate(tiny_model, tiny_tokenizer, prompts, budgets, CPU, 2**30, rows,
@@ -120,7 +114,7 @@ def test_shared_prefixes_give_the_same_text_with_refills_budgets_and_streams(tin
 
 
 def test_each_prefill_forward_has_one_prefix(tiny_model, tiny_tokenizer):
-    prompts = task_prompts(tiny_tokenizer, ["nli", "ner"], n=3) + [[5, 6, 7]]
+    prompts = prompts_of(tiny_tokenizer, ["nli", "ner"], n=3) + [[5, 6, 7]]
     g = shared_prefixes(prompts)
     lm = generation.causal_lm(tiny_model)
     kvs = prefixes_kv(lm, prompts, g, generation._cache_kwarg(type(lm).forward), CPU)
