@@ -2,7 +2,8 @@
 the same items: eager (the baseline), then adding one lever at a time — each batch's decoding step
 replayed as a CUDA graph, grouped-head decoding attention, decoding tensors and recorded step
 reused across batches, LoRA merged into weight copies, every task's items in one pass, a prefix
-shared by several prompts prefilled once (all of them: the product's default).
+shared by several prompts prefilled once, RMSNorm by torch's rms_norm (all of them: the product's
+default).
 Generated tok/s, examples/s, the ratio to eager, and whether the texts are the same.
 
     python bench/generation_gpu.py --data /tmp/xs/xtreme-sample --out $OUT        # on the GPU machine
@@ -130,12 +131,13 @@ def nonzero_adapters(model: Any, scale: float = 0.02) -> None:
 def compare(cfg: Any, device: Any, repeat: bool = False, profile: bool = False
             ) -> tuple[dict[str, Any], int, dict[str, int]]:
     """Evaluation decoding of an sft student's dev items, eager, then adding one lever at a time
-    (CUDA graphs, grouped attention, reused decoders, merged LoRA, pooled tasks, shared prefixes: the
-    default): figures per
+    (CUDA graphs, grouped attention, reused decoders, merged LoRA, pooled tasks, shared prefixes, fused
+    RMSNorm: the default): figures per
     setting, the item count, and how many items' texts differ from the eager setting's."""
     import torch
 
     from trainables.evaluate import predict
+    from trainables.fused_norm import use_fused_norm
     from trainables.generation import GenerationStats
     from trainables.loop import setup
 
@@ -147,12 +149,15 @@ def compare(cfg: Any, device: Any, repeat: bool = False, profile: bool = False
     # Each setting adds one lever to the one before (the last is the product's default); eager
     # first: no warm cache favours the others.
     levers = ("cuda_graphs", "grouped_attention", "reuse_decoder", "merge_lora", "pool_tasks", "share_prefixes")
+    # The last lever is the model's, not evaluation's: RMSNorm by torch's rms_norm (model.fused_norm).
     variants = [("eager", {}), ("cuda_graphs", {"cuda_graphs"}), ("cuda_graphs+grouped", {"cuda_graphs", "grouped_attention"}),
                 ("+reuse", {"cuda_graphs", "grouped_attention", "reuse_decoder"}),
                 ("+merged", {"cuda_graphs", "grouped_attention", "reuse_decoder", "merge_lora"}),
                 ("+pooled tasks", set(levers) - {"share_prefixes"}),
-                ("+shared prefixes (default)", set(levers))]
+                ("+shared prefixes", set(levers)),
+                ("+fused RMSNorm (default)", {*levers, "fused_norm"})]
     for name, on in variants * (2 if repeat else 1):
+        use_fused_norm(state.model, "fused_norm" in on)
         run_cfg = cfg.model_copy(update={"eval": cfg.eval.model_copy(update={k: k in on for k in levers})})
         stats = GenerationStats()
         if device.type == "cuda":

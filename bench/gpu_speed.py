@@ -17,7 +17,8 @@ Sections (--sections, comma-separated; default all but `sweep`, which is long):
             with CUDA graphs (mode reduce-overhead), _meta runs the study's meta-λ policy (split
             KD gradients and a dev forward+backward every 10 steps) instead of fixed λ, _graphs records the
             decoder's forward and backward as CUDA graphs (the product's train.cuda_graphs; eager
-            variants only). Each variant and the seed's step (measured
+            variants only), _hfnorm keeps transformers' RMSNorm (the product's model.fused_norm off).
+            Each variant and the seed's step (measured
             before and after them) run in a fresh process unless --in-process.
   graphs_check  the product's step with train.cuda_graphs against eager, same weights and batches:
             each step's loss and the largest relative difference
@@ -52,6 +53,7 @@ from bench.product_step import ProductStep  # noqa: E402
 from bench.seed_step import bench_seed  # noqa: E402
 from bench.sweep_sim import bench_sweep  # noqa: E402
 from trainables.alignment import Encoded  # noqa: E402
+from trainables.fused_norm import use_fused_norm  # noqa: E402
 from trainables.metric_keys import train_key  # noqa: E402
 from trainables.models import AnswerSpanLM, compile_decoder_layers  # noqa: E402
 from trainables.teacher.build import teacher_rows  # noqa: E402
@@ -70,7 +72,7 @@ def bench_peak(device: torch.device, tiny: bool) -> dict[str, float]:
 
 
 #: Variant name suffixes, in the order they may follow the base name.
-SUFFIXES = ("_peft32", "_cg", "_graphs", "_meta")
+SUFFIXES = ("_peft32", "_cg", "_graphs", "_hfnorm", "_meta")
 
 
 def _base_variant(variant: str) -> str:
@@ -109,7 +111,8 @@ def variant_step(s: Shape, device: torch.device, dtype: torch.dtype, variant: st
     # trainables.models.adapters_in_activation_dtype; "_cg": compiled with CUDA graphs.
     return ProductStep(s, device, dtype, finetune, dropout, comp, fp32_adapter_compute="_peft32" in variant,
                        compile_mode="reduce-overhead" if "_cg" in variant else None,
-                       policy="meta" if variant.endswith("_meta") else "fixed", graphs="_graphs" in variant)
+                       policy="meta" if variant.endswith("_meta") else "fixed", graphs="_graphs" in variant,
+                       fused_norm="_hfnorm" not in variant)
 
 
 def bench_ours(s: Shape, device: torch.device, dtype: torch.dtype, reps: int, variants: list[str]) -> dict[str, Any]:
@@ -148,12 +151,14 @@ def bench_cache(s: Shape, device: torch.device, dtype: torch.dtype, peak_tflops:
     n_seq = max(batches) * 4
     ids = random_ids(s, n_seq, s.teacher_len, device, 3).cpu()
     encs = [Encoded(tuple(row.tolist()), s.teacher_len - s.answer) for row in ids]
-    for comp in ([False, True] if compile_too else [False]):
+    # Eager with the product's fused RMSNorm, then transformers' own (model.fused_norm off), then compiled.
+    for comp, fused in ([(False, True), (False, False), (True, True)] if compile_too else [(False, True), (False, False)]):
+        use_fused_norm(model, fused)
         if comp:
             compile_decoder_layers(model)
         fwd = AnswerSpanLM(model)
         for b in batches:
-            name = f"b{b}_{'compile' if comp else 'eager'}"
+            name = f"b{b}_{'compile' if comp else 'eager'}{'' if fused else '_hfnorm'}"
             try:
                 t = timed(lambda: teacher_rows(fwd, encs, 0, s.top_k, b, device), device, 1, max(2, reps // 2))
                 tok_s = n_seq * s.teacher_len / t

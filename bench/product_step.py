@@ -16,6 +16,7 @@ import torch
 
 from bench.harness import Shape, build_model, random_ids, with_lora
 from trainables.alignment import Encoded, collate
+from trainables.fused_norm import use_fused_norm
 from trainables.config import DataConfig, TrainConfig, TrialConfig
 from trainables.loop import TrainState, record_decoder_passes, start_training, train_step
 from trainables.losses import TeacherTopK
@@ -78,8 +79,10 @@ class ProductStep:
     def __init__(self, s: Shape, device: torch.device, dtype: torch.dtype, finetune: str = "lora",
                  dropout: float = 0.0, compile: bool | str = False, lam: float = 0.5,
                  base: torch.nn.Module | None = None, fp32_adapter_compute: bool = False,
-                 compile_mode: str | None = None, policy: str = "fixed", graphs: bool = False) -> None:
+                 compile_mode: str | None = None, policy: str = "fixed", graphs: bool = False,
+                 fused_norm: bool = True) -> None:
         model = base if base is not None else build_model(s, device, dtype)
+        use_fused_norm(model, fused_norm)  # the product's model.fused_norm (trainables.models.load_model)
         if finetune == "lora":
             model.requires_grad_(False)
             model = with_lora(model, dropout)

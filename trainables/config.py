@@ -83,6 +83,8 @@ class ModelConfig(Section):
     lora_targets: list[str] = Field(
         default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
     )
+    fused_norm: bool = Field(True, description="RMSNorm layers run torch's rms_norm (one fused kernel on a GPU, "
+                             "forward and backward) instead of transformers' seven; the same values up to rounding")
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
     random: RandomModelConfig = Field(default_factory=RandomModelConfig)
 

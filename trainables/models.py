@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from trainables.config import ModelConfig, TinyModelConfig
-
+from trainables.fused_norm import use_fused_norm
 from trainables.model_store import ModelUnavailable, install_once, lamtune_home  # noqa: F401 (part of this API)
 
 TINY = "tiny"
@@ -226,6 +226,8 @@ def load_model(cfg: ModelConfig, device: torch.device, trainable: bool, path: st
     except (OSError, ValueError, ConnectionError) as err:
         raise _unavailable(cfg, "model", err) from None
     model.to(target)
+    if cfg.fused_norm:
+        use_fused_norm(model)
     if not trainable:
         model.eval().requires_grad_(False)
         return model
