@@ -1,7 +1,7 @@
-"""The generation benchmark's logic on a CPU: it runs the product's evaluation in its five
-settings (eager, then CUDA graphs, grouped attention, reused decoders, merged LoRA added one at a
-time — graphs run eagerly off a GPU), and on the pre-trained tiny default in fp32 every setting
-gives eager's texts."""
+"""The generation benchmark's logic on a CPU: it runs the product's evaluation in its eight
+settings (eager, then CUDA graphs, grouped attention, reused decoders, merged LoRA, pooled tasks,
+shared prefixes and fused RMSNorm added one at a time — graphs run eagerly off a GPU), and on the
+pre-trained tiny default in fp32 every setting gives eager's texts."""
 
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ def test_generation_benchmark_runs_on_the_tiny_shape(tmp_path):
                               repeat=False, profile=True, max_new=4)
     result = run(args)
     settings = result["settings"]
-    names = ["eager", "cuda_graphs", "cuda_graphs+grouped", "+reuse", "+merged", "+pooled tasks", "+shared prefixes (default)"]
+    names = ["eager", "cuda_graphs", "cuda_graphs+grouped", "+reuse", "+merged", "+pooled tasks", "+shared prefixes",
+             "+fused RMSNorm (default)"]
     assert set(names) | {"profile", "prefill"} == set(settings)
     for name in names:
         s = settings[name]

@@ -55,8 +55,21 @@ def test_variant_names_parse_with_their_suffixes():
     from bench.gpu_speed import _base_variant
 
     assert _base_variant("lora_d0.05_eager_graphs_meta") == "lora_d0.05_eager"
+    assert _base_variant("lora_d0.05_eager_graphs_hfnorm_meta") == "lora_d0.05_eager"
     assert _base_variant("lora_d0.05_compile_peft32") == "lora_d0.05_compile"
     assert _base_variant("lora_d0_compilefull_cg") == "lora_d0_compilefull"
+
+
+def test_hfnorm_variants_keep_transformers_rmsnorm_and_the_default_fuses_it():
+    from bench.gpu_speed import variant_step
+    from bench.harness import TINY
+
+    def norms(variant: str) -> set[str]:
+        step = variant_step(TINY, torch.device("cpu"), torch.float32, variant)
+        return {type(m).__name__ for m in step.state.model.modules() if type(m).__name__.endswith("RMSNorm")}
+
+    assert norms("lora_d0_eager") == {"FusedLlamaRMSNorm"}  # what the product's load_model does
+    assert norms("lora_d0_eager_hfnorm") == {"LlamaRMSNorm"}
 
 
 def test_the_meta_variant_steps_with_the_meta_policy_and_its_probe():
