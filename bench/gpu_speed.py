@@ -17,7 +17,8 @@ Sections (--sections, comma-separated; default all but `sweep`, which is long):
             with CUDA graphs (mode reduce-overhead), _meta runs the study's meta-λ policy (split
             KD gradients and a dev forward+backward every 10 steps) instead of fixed λ, _graphs records the
             decoder's forward and backward as CUDA graphs (the product's train.cuda_graphs; eager
-            variants only), _hfnorm keeps transformers' RMSNorm (the product's model.fused_norm off).
+            variants only), _hfnorm keeps transformers' RMSNorm (the product's model.fused_norm off),
+            _peftlora PEFT's LoRA forward (model.lean_lora off).
             Each variant and the seed's step (measured
             before and after them) run in a fresh process unless --in-process.
   graphs_check  the product's step with train.cuda_graphs against eager, same weights and batches:
@@ -72,7 +73,7 @@ def bench_peak(device: torch.device, tiny: bool) -> dict[str, float]:
 
 
 #: Variant name suffixes, in the order they may follow the base name.
-SUFFIXES = ("_peft32", "_cg", "_graphs", "_hfnorm", "_meta")
+SUFFIXES = ("_peft32", "_cg", "_graphs", "_hfnorm", "_peftlora", "_meta")
 
 
 def _base_variant(variant: str) -> str:
@@ -112,7 +113,7 @@ def variant_step(s: Shape, device: torch.device, dtype: torch.dtype, variant: st
     return ProductStep(s, device, dtype, finetune, dropout, comp, fp32_adapter_compute="_peft32" in variant,
                        compile_mode="reduce-overhead" if "_cg" in variant else None,
                        policy="meta" if variant.endswith("_meta") else "fixed", graphs="_graphs" in variant,
-                       fused_norm="_hfnorm" not in variant)
+                       fused_norm="_hfnorm" not in variant, lean_lora="_peftlora" not in variant)
 
 
 def bench_ours(s: Shape, device: torch.device, dtype: torch.dtype, reps: int, variants: list[str]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ import torch
 from bench.harness import Shape, build_model, random_ids, with_lora
 from trainables.alignment import Encoded, collate
 from trainables.fused_norm import use_fused_norm
+from trainables.lora_forward import use_lean_lora
 from trainables.config import DataConfig, TrainConfig, TrialConfig
 from trainables.loop import TrainState, record_decoder_passes, start_training, train_step
 from trainables.losses import TeacherTopK
@@ -80,7 +81,7 @@ class ProductStep:
                  dropout: float = 0.0, compile: bool | str = False, lam: float = 0.5,
                  base: torch.nn.Module | None = None, fp32_adapter_compute: bool = False,
                  compile_mode: str | None = None, policy: str = "fixed", graphs: bool = False,
-                 fused_norm: bool = True) -> None:
+                 fused_norm: bool = True, lean_lora: bool = True) -> None:
         model = base if base is not None else build_model(s, device, dtype)
         use_fused_norm(model, fused_norm)  # the product's model.fused_norm (trainables.models.load_model)
         if finetune == "lora":
@@ -88,6 +89,7 @@ class ProductStep:
             model = with_lora(model, dropout)
             if not fp32_adapter_compute:  # the product's add_lora does this (trainables.models)
                 adapters_in_activation_dtype(model)
+                use_lean_lora(model, lean_lora)
         else:
             model.requires_grad_(True)
         model.train()

@@ -85,6 +85,9 @@ class ModelConfig(Section):
     )
     fused_norm: bool = Field(True, description="RMSNorm layers run torch's rms_norm (one fused kernel on a GPU, "
                              "forward and backward) instead of transformers' seven; the same values up to rounding")
+    lean_lora: bool = Field(True, description="LoRA adds s·B·A·x into the base projection's output with one GEMM "
+                            "(trainables/lora_forward.py) instead of PEFT's separate multiply and add over the "
+                            "whole output; the same values up to rounding")
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig)
     random: RandomModelConfig = Field(default_factory=RandomModelConfig)
 

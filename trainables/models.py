@@ -16,6 +16,7 @@ from torch import nn
 
 from trainables.config import ModelConfig, TinyModelConfig
 from trainables.fused_norm import use_fused_norm
+from trainables.lora_forward import use_lean_lora
 from trainables.model_store import ModelUnavailable, install_once, lamtune_home  # noqa: F401 (part of this API)
 
 TINY = "tiny"
@@ -248,6 +249,8 @@ def add_lora(model: nn.Module, cfg: ModelConfig) -> nn.Module:
                       target_modules=targets, task_type="CAUSAL_LM")
     model = get_peft_model(model, lora)
     adapters_in_activation_dtype(model)
+    if cfg.lean_lora:
+        use_lean_lora(model)
     return model
 
 

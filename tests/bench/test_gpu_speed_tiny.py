@@ -56,20 +56,24 @@ def test_variant_names_parse_with_their_suffixes():
 
     assert _base_variant("lora_d0.05_eager_graphs_meta") == "lora_d0.05_eager"
     assert _base_variant("lora_d0.05_eager_graphs_hfnorm_meta") == "lora_d0.05_eager"
+    assert _base_variant("lora_d0.05_eager_graphs_hfnorm_peftlora_meta") == "lora_d0.05_eager"
     assert _base_variant("lora_d0.05_compile_peft32") == "lora_d0.05_compile"
     assert _base_variant("lora_d0_compilefull_cg") == "lora_d0_compilefull"
 
 
-def test_hfnorm_variants_keep_transformers_rmsnorm_and_the_default_fuses_it():
+def test_variants_keep_or_swap_the_products_rmsnorm_and_lora_forward():
     from bench.gpu_speed import variant_step
     from bench.harness import TINY
 
-    def norms(variant: str) -> set[str]:
+    def classes(variant: str, suffix: str) -> set[str]:
         step = variant_step(TINY, torch.device("cpu"), torch.float32, variant)
-        return {type(m).__name__ for m in step.state.model.modules() if type(m).__name__.endswith("RMSNorm")}
+        return {type(m).__name__ for m in step.state.model.modules() if type(m).__name__.endswith(suffix)}
 
-    assert norms("lora_d0_eager") == {"FusedLlamaRMSNorm"}  # what the product's load_model does
-    assert norms("lora_d0_eager_hfnorm") == {"LlamaRMSNorm"}
+    assert classes("lora_d0_eager", "RMSNorm") == {"FusedLlamaRMSNorm"}  # what the product's load_model does
+    assert classes("lora_d0_eager_hfnorm", "RMSNorm") == {"LlamaRMSNorm"}
+    assert classes("lora_d0_eager", "Linear") == {"Linear", "LeanLinear", "ActivationDtypeLinear"}  # add_lora's
+    assert classes("lora_d0_eager_peftlora", "Linear") == {"Linear", "ActivationDtypeLinear"}
+    assert classes("lora_d0_eager_peft32", "Linear") == {"Linear"}  # PEFT's own adapters, as before
 
 
 def test_the_meta_variant_steps_with_the_meta_policy_and_its_probe():
