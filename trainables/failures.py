@@ -38,6 +38,8 @@ TRANSIENT_MARKERS: tuple[tuple[str, str], ...] = (
 DETERMINISTIC_MARKERS: tuple[str, ...] = ("non-finite loss", "FloatingPointError", "ValidationError", "CacheError",
                                           "ModelUnavailable")
 RETRIES_FILE = "retries.json"
+#: A trial's failure for good (deterministic, or transient past its retries), with the sweep's Ray job.
+FAILED_FILE = "failed_for_good.json"
 
 
 def failure_text(err: BaseException) -> str:
@@ -89,3 +91,21 @@ def read_retries(trial_dir: str | Path) -> list[dict[str, Any]]:
     """The retries recorded in a trial's folder ([] when none)."""
     path = Path(trial_dir) / RETRIES_FILE
     return json.loads(path.read_text()) if path.is_file() else []
+
+
+def record_failed_for_good(trial_dir: str | Path, message: str, job: str) -> None:
+    """Mark the trial as failed for good in this sweep (its Ray job), with the reason it gives."""
+    (Path(trial_dir) / FAILED_FILE).write_text(json.dumps({"message": message, "job": job, "time": time.time()}))
+
+
+def failed_for_good(trial_dir: str | Path, job: str) -> str | None:
+    """The reason the trial already failed for good in this sweep (its Ray job), or None.
+
+    Tune retries a failed trial (`FailureConfig`) whatever the cause; a retry of one that failed for
+    good answers with this reason at once instead of running again. A resumed sweep is a new job,
+    so its trials run again."""
+    try:
+        row = json.loads((Path(trial_dir) / FAILED_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    return row.get("message") if row.get("job") == job else None

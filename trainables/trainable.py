@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from trainables import faults
 from trainables.config import TrialConfig
-from trainables.failures import one_line, record_retry, transient_reason
+from trainables.failures import failed_for_good, one_line, record_failed_for_good, record_retry, transient_reason
 from trainables.gpu_slots import ray_gpu_fraction
 from trainables.trial_log import write_config
 
@@ -48,6 +49,13 @@ def run_trial(config: dict[str, Any]) -> None:
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", str(HEALTH_CHECK_INTERVAL_S))
     trial_name = ray.tune.get_context().get_trial_id() or "trial"
     trial_dir = ray.tune.get_context().get_trial_dir()
+    job = ray.get_runtime_context().get_job_id()
+    # Tune retries any failed trial (the sweep's FailureConfig: a driver lost before or around its
+    # TorchTrainer, which the loop below never sees); one that failed for good stays failed.
+    prior = failed_for_good(trial_dir, job) if trial_dir else None
+    if prior is not None:
+        raise TrialFailed(prior)
+    faults.at_driver_start(cfg, trial_name)
     if cfg.experiment_dir:
         write_config(cfg.experiment_dir, trial_name, config)
     r = cfg.resources
@@ -79,7 +87,10 @@ def run_trial(config: dict[str, Any]) -> None:
             reason = transient_reason(err)
             if reason is None or attempt >= r.max_retries:
                 why = "not retried: deterministic" if reason is None else f"gave up after {attempt} retries"
-                raise TrialFailed(f"{one_line(err)} ({why})") from err
+                message = f"{one_line(err)} ({why})"
+                if trial_dir:
+                    record_failed_for_good(trial_dir, message, job)
+                raise TrialFailed(message) from err
             attempt += 1
             if trial_dir:
                 record_retry(trial_dir, attempt, reason, one_line(err))

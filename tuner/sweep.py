@@ -273,6 +273,29 @@ def _progress_callback(out: TextIO) -> Any:
         def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             print(f"[{time.perf_counter() - self.t0:6.0f}s] {self._label(trial):<20} done", file=out, flush=True)
 
+        def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            """Tune retries the trial: say why and record it, unless it had failed for good (then the
+            retry only repeats its reason, at once)."""
+            import ray
+
+            from trainables.failures import failed_for_good, record_retry, transient_reason
+
+            job = ray.get_runtime_context().get_job_id()  # the trials' job: this driver's
+            # The trial's folder in the storage (where results and retries are read), or its staging copy.
+            dirs = [d for d in dict.fromkeys((trial.path, trial.local_path)) if d and Path(d).is_dir()]
+            if not dirs or any(failed_for_good(d, job) is not None for d in dirs):
+                return
+            try:
+                text = Path(trial.error_file).read_text()
+            except (OSError, TypeError):
+                text = ""
+            last = text.rsplit("Failure #", 1)[-1]
+            reason = transient_reason(RuntimeError(last)) or "the trial's driver failed"
+            attempt = trial.run_metadata.num_failures
+            record_retry(dirs[0], attempt, reason, _one_line(last))
+            print(f"[{time.perf_counter() - self.t0:6.0f}s] {self._label(trial):<20} retrying (attempt {attempt}: "
+                  f"{reason})", file=out, flush=True)
+
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             try:
                 reason = _one_line(Path(trial.error_file).read_text())
@@ -329,7 +352,11 @@ def _new_tuner(spec: SweepSpec, trainable: Any, trials: list, concurrent: int, s
         tune_config=tune.TuneConfig(**tune_config),
         run_config=tune.RunConfig(name=spec.name, storage_path=str(storage), verbose=0,
                                   callbacks=[_progress_callback(out)],
-                                  failure_config=tune.FailureConfig(max_failures=0)),
+                                  # A trial's driver lost outside its TorchTrainer (its actor died or
+                                  # never ran) is retried here; failures inside it are retried by the
+                                  # trial itself, by cause, and a trial that failed for good answers
+                                  # Tune's retry at once with the same reason (trainables/trainable.py).
+                                  failure_config=tune.FailureConfig(max_failures=spec.resources.max_retries)),
     )
 
 

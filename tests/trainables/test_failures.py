@@ -96,8 +96,16 @@ def fake_ray(monkeypatch, tmp_path):
     monkeypatch.setattr(ray.tune.integration.ray_train, "TuneReportCallback", lambda: None)
     monkeypatch.setattr(ray.train, "RunConfig", lambda **kw: type("RunConfig", (), kw)())
     monkeypatch.setattr(ray.tune, "get_context", lambda: Ctx())
+    import ray
+
+    monkeypatch.setattr(ray, "get_runtime_context", lambda: type("Rt", (), {"get_job_id": lambda self: JOB[0]})())
+    JOB[0] = "01000000"
     FakeTrainer.names, FakeTrainer.configs = [], []
     return tmp_path
+
+
+#: The Ray job the fake runtime reports (a resumed sweep is another job).
+JOB = ["01000000"]
 
 
 def trial(max_retries: int) -> dict:
@@ -133,6 +141,53 @@ def test_deterministic_failure_fails_once(fake_ray):
     with pytest.raises(TrialFailed, match="non-finite loss at step 3 .not retried: deterministic"):
         run_trial(trial(5))
     assert FakeTrainer.names == ["train-t1"] and read_retries(fake_ray) == []
+
+
+def test_a_trial_that_failed_for_good_answers_tunes_retry_at_once_and_runs_again_when_resumed(fake_ray):
+    from trainables.trainable import TrialFailed, run_trial
+
+    FakeTrainer.script = [FloatingPointError("non-finite loss at step 3")]
+    with pytest.raises(TrialFailed) as first:
+        run_trial(trial(5))
+    # Tune retries the trial (the sweep's FailureConfig): the same reason, no trainer built.
+    with pytest.raises(TrialFailed) as again:
+        run_trial(trial(5))
+    assert str(again.value) == str(first.value) and FakeTrainer.names == ["train-t1"]
+    # Transient failures past their retries are final too.
+    FakeTrainer.script = [RuntimeError("CUDA out of memory")] * 2
+    (fake_ray / "failed_for_good.json").unlink()
+    with pytest.raises(TrialFailed, match="gave up after 1 retries"):
+        run_trial(trial(1))
+    with pytest.raises(TrialFailed, match="gave up after 1 retries"):
+        run_trial(trial(1))
+    assert len(FakeTrainer.names) == 3
+    # A resumed sweep is another Ray job: the trial runs again.
+    JOB[0] = "02000000"
+    FakeTrainer.script = [None]
+    run_trial(trial(1))
+    assert len(FakeTrainer.names) == 4
+
+
+def test_failed_for_good_is_read_for_its_job_only(tmp_path):
+    from trainables.failures import failed_for_good, record_failed_for_good
+
+    assert failed_for_good(tmp_path, "01") is None
+    record_failed_for_good(tmp_path, "non-finite loss at step 3 (not retried: deterministic)", "01")
+    assert failed_for_good(tmp_path, "01") == "non-finite loss at step 3 (not retried: deterministic)"
+    assert failed_for_good(tmp_path, "02") is None
+    (tmp_path / "failed_for_good.json").write_text("{not json")
+    assert failed_for_good(tmp_path, "01") is None
+
+
+def test_fault_specs_parse_and_bad_ones_name_the_grammar():
+    from trainables.faults import parse
+
+    assert parse("kill@3") == [(3, None)]
+    assert parse("kill@3:distill λ=0.5,kill@driver:control λ=0.05") == [(3, "distill λ=0.5"),
+                                                                       ("driver", "control λ=0.05")]
+    for bad in ("kill@0", "kill@later", "stop@3", "kill@3,", "kill"):
+        with pytest.raises(ValueError, match="LAMTUNE_INJECT_FAULT=.*kill@driver"):
+            parse(bad)
 
 
 def test_the_driver_polls_its_workers_often_and_tells_them_when_it_started(fake_ray, monkeypatch):

@@ -1,7 +1,8 @@
 """Faults injected into a real sweep (the CLI, its own Ray, TorchTrainer trials), asserted on results:
 a training worker killed with SIGKILL mid-run resumes from its checkpoint and ends exactly where an
-uninterrupted run ends; a trial whose loss explodes fails alone, once, with its reason; the rest
-finish and the Δ table prints without it, saying so."""
+uninterrupted run ends; a trial whose Tune driver is killed before its TorchTrainer is retried by
+Tune and finishes; a trial whose loss explodes fails alone, once, with its reason; the rest finish
+and the Δ table prints without it, saying so."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from tests.tuner.reference_run import assert_same_final, reports
 
 REPO = Path(__file__).resolve().parents[2]
 KILLED = "distill λ=0.5"
+DRIVER_KILLED = "control λ=0.05"
 SETS = [
     "train.steps=4", "train.eval_every=2", "train.batch_size=4", "train.warmup_steps=1",
     "data.tasks=[nli,pos]", "data.eval_langs=[en,de]", "data.max_train_per_task=8",
@@ -35,7 +37,8 @@ SETS = [
 @pytest.mark.e2e
 def test_killed_worker_resumes_from_its_checkpoint_and_exploding_trial_fails_alone(tmp_path):
     storage = tmp_path / "sweeps"
-    env = {**os.environ, "LAMTUNE_INJECT_FAULT": f"kill@3:{KILLED}", "RAY_memory_monitor_refresh_ms": "0"}
+    env = {**os.environ, "LAMTUNE_INJECT_FAULT": f"kill@3:{KILLED},kill@driver:{DRIVER_KILLED}",
+           "RAY_memory_monitor_refresh_ms": "0"}
     env.pop("RAY_ADDRESS", None)
     args = [sys.executable, "-m", "tuner", "sweep", "smoke", *[a for s in SETS for a in ("--set", s)],
             "--storage", str(storage), "--name", "faults"]
@@ -67,6 +70,15 @@ def test_killed_worker_resumes_from_its_checkpoint_and_exploding_trial_fails_alo
     assert "retried distill λ=0.5 (attempt 1: a worker process died (killed or crashed)" in r.stdout
     # Only the newest checkpoint is kept (train.checkpoints_kept=1), the retry's restored one included.
     assert len([d for d in (exp / "train_runs" / f"train-{trial_id}").glob("checkpoint_*") if d.is_dir()]) == 1
+
+    # The trial whose Tune driver died before its TorchTrainer: Tune ran it again, once, and said so.
+    driver_id = df[df["label"] == DRIVER_KILLED]["trial_id"].iloc[0]
+    assert (exp / "faults" / f"{driver_id}.driver-killed").is_file()
+    driver_retries = json.loads((exp / f"trial_{driver_id}" / "retries.json").read_text())
+    assert [x["attempt"] for x in driver_retries] == [1], driver_retries
+    assert f"{DRIVER_KILLED:<20} retrying (attempt 1: " in r.stdout
+    assert f"retried {DRIVER_KILLED} (attempt 1: " in r.stdout
+    assert [x["step"] for x in reports(exp, driver_id)] == [2, 4]
 
     # Its final metrics equal an uninterrupted run of the same trial config, in this process.
     assert_same_final(exp, trial_id, tmp_path / "reference")
