@@ -462,6 +462,7 @@ def main() -> int:
         "train_tok_per_s_sharing_gpu_after_first_eval": round(statistics.mean(steady) * gpu_slots) if steady else None,
         "gen_tok_per_s": round(gen_tok / gen_s) if gen_s else None,
     }
+    result["speed_settings"] = speed_settings(experiment)
     result["projection_full_study"] = projection(trials, caches, args, gpu_slots, pairs)
     result["slot_time"] = slot_time(trials, wall, concurrency)
     result["gpu_slot_time"] = gpu_slot_time(trials, wall, gpu_slots)
@@ -500,6 +501,34 @@ def _concurrency(log: Path) -> int:
     return int(m[1]) if m else 1
 
 
+#: The trial settings that change speed and not results, recorded beside the figures (which levers a
+#: run had on: runs are compared across sessions and code versions).
+SPEED_SETTINGS = {"model": ("fused_norm", "lean_lora", "dtype"),
+                  "train": ("cuda_graphs", "compile"),
+                  "eval": ("cuda_graphs", "grouped_attention", "reuse_decoder", "merge_lora", "pool_tasks",
+                           "share_prefixes", "joint_final"),
+                  "resources": ("gpus_per_worker", "start_ahead")}
+
+
+def speed_settings(experiment: Path) -> dict[str, Any]:
+    """The speed settings of the sweep's first recorded trial config, and the packing bucket; {} when
+    no trial recorded its config."""
+    from trainables.train_graphs import PACK_BUCKET
+    from trainables.trial_log import logged_trials, read_config
+
+    for log_dir in logged_trials(experiment):
+        trial = (read_config(log_dir) or {}).get("trial", {})
+        out = {f"{section}.{key}": trial.get(section, {}).get(key)
+               for section, keys in SPEED_SETTINGS.items() for key in keys}
+        return {**out, "PACK_BUCKET": PACK_BUCKET}
+    return {}
+
+
+def settings_line(settings: dict[str, Any]) -> str:
+    """The speed settings as one line of the table."""
+    return "speed settings: " + (", ".join(f"{k}={v}" for k, v in settings.items()) or "not recorded")
+
+
 def render(r: dict[str, Any]) -> str:
     """The study's figures as a plain-text table."""
     lines = [f"study benchmark {r['date']} — {r['shape']} ({r['parameters'] / 1e9:.2f} B), sweep rc {r['sweep_rc']}",
@@ -510,7 +539,8 @@ def render(r: dict[str, Any]) -> str:
              + f", GPU util mean {r['gpu_util_mean_pct']}%, "
              f"GPU memory max {r['gpu_mem_max_mib']} MiB",
              "NVIDIA MPS: " + ("on" if r.get("mps", {}).get("on") else f"off ({r.get('mps', {}).get('why', 'not asked')})"),
-             f"mean lengths (tokens): {r['lengths']}", ""]
+             f"mean lengths (tokens): {r['lengths']}",
+             settings_line(r.get("speed_settings", {})), ""]
     for c in r["caches"]:
         lines.append(f"cache {c['cache']}: {c['seconds']}s, {c['teacher_tok_per_s']:,} teacher tok/s "
                      f"({c['pct_of_bf16_peak']}% of the H200's measured bf16 peak), {c['answer_tokens']:,} answer tokens")

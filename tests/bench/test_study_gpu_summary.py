@@ -128,3 +128,21 @@ def test_the_gpu_slots_come_from_the_sweeps_sharing_line(tmp_path):
     assert _gpu_slots(log) == 2
     log.write_text("sweep study: 7 trials, up to 2 at a time -> /x\n")
     assert _gpu_slots(log) is None and _gpu_slots(tmp_path / "missing.log") is None
+
+
+def test_speed_settings_come_from_a_recorded_trial_config(tmp_path):
+    from bench.study_gpu import settings_line, speed_settings
+    from trainables.config import TrialConfig
+    from trainables.train_graphs import PACK_BUCKET
+    from trainables.trial_log import write_config
+
+    assert speed_settings(tmp_path) == {}  # no trial recorded its config yet
+    cfg = TrialConfig.model_validate({"model": {"lean_lora": False}, "eval": {"share_prefixes": False}})
+    write_config(tmp_path, "t1", {"trial": cfg.model_dump()})
+    got = speed_settings(tmp_path)
+    assert got["model.lean_lora"] is False and got["model.fused_norm"] is True
+    assert got["eval.share_prefixes"] is False and got["eval.joint_final"] is True
+    assert got["train.cuda_graphs"] is True and got["PACK_BUCKET"] == PACK_BUCKET
+    assert all(v is not None for v in got.values())  # every name is a real setting
+    assert settings_line(got).startswith("speed settings: model.fused_norm=True, model.lean_lora=False, ")
+    assert settings_line({}) == "speed settings: not recorded"
