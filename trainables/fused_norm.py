@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from trainables.forward_swap import original_class, swap_forward
+
 #: RMSNorm classes of transformers whose forward is weight · x · rsqrt(mean(x²) + ε), in fp32.
 KNOWN = ("LlamaRMSNorm", "MistralRMSNorm", "Qwen2RMSNorm", "Qwen3RMSNorm")
 #: Largest relative difference from the class's own forward (fp32 probe) accepted as rounding.
@@ -34,13 +36,6 @@ def _fused_forward(self: nn.Module, hidden_states: torch.Tensor) -> torch.Tensor
     """The layer's RMSNorm by torch's `rms_norm`, in the input's dtype."""
     weight = self.weight if self.weight.dtype == hidden_states.dtype else self.weight.to(hidden_states.dtype)
     return F.rms_norm(hidden_states, (hidden_states.shape[-1],), weight, self.variance_epsilon)
-
-
-@cache
-def _fused_class(cls: type) -> type:
-    """The subclass of `cls` whose forward is `_fused_forward` (one per class, so isinstance holds)."""
-    return type(f"Fused{cls.__name__}", (cls,), {"forward": _fused_forward, "__module__": __name__,
-                                                 "__doc__": f"{cls.__name__} computed by torch's rms_norm."})
 
 
 @cache
@@ -56,16 +51,11 @@ def _agrees(cls: type) -> bool:
     return bool(torch.allclose(got, want, rtol=PROBE_RTOL, atol=1e-6))
 
 
-def _original(cls: type) -> type:
-    """The transformers class behind a fused subclass (or `cls` itself)."""
-    return cls.__bases__[0] if cls.__name__.startswith("Fused") and cls.__module__ == __name__ else cls
-
-
 def fused_norm_layers(model: nn.Module) -> list[nn.Module]:
     """The RMSNorm layers of `model` that `use_fused_norm` swaps (known classes that pass the probe)."""
     out = []
     for module in model.modules():
-        cls = _original(type(module))
+        cls = original_class(module)
         if cls.__name__ in KNOWN and hasattr(module, "variance_epsilon") and _agrees(cls):
             out.append(module)
     return out
@@ -74,9 +64,7 @@ def fused_norm_layers(model: nn.Module) -> list[nn.Module]:
 def use_fused_norm(model: nn.Module, enabled: bool = True) -> int:
     """Switch `model`'s RMSNorm layers to torch's fused rms_norm (or back to transformers' own
     forward with `enabled=False`); returns how many layers compute that way afterwards."""
-    n = 0
-    for module in fused_norm_layers(model):
-        original = _original(type(module))
-        module.__class__ = _fused_class(original) if enabled else original
-        n += enabled
-    return n
+    layers = fused_norm_layers(model)
+    for module in layers:
+        swap_forward(module, _fused_forward, "Fused", enabled)
+    return len(layers) if enabled else 0

@@ -18,12 +18,13 @@ everything else runs PEFT's own forward.
 
 from __future__ import annotations
 
-from functools import cache
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from trainables.forward_swap import original_class, swap_forward
 
 
 def _lean_forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
@@ -34,25 +35,13 @@ def _lean_forward(self: nn.Module, x: torch.Tensor, *args: Any, **kwargs: Any) -
     if (args or kwargs or self.disable_adapters or self.merged or name not in self.lora_A
             or name in self.lora_variant or type(base) is not nn.Linear or self.lora_B[name].bias is not None
             or self.lora_A[name].bias is not None):
-        return super(type(self), self).forward(x, *args, **kwargs)
+        return original_class(self).forward(self, x, *args, **kwargs)
     a, b = self.lora_A[name].weight, self.lora_B[name].weight
     flat = x.reshape(-1, x.shape[-1])
     out = F.linear(flat, base.weight, base.bias)  # [tokens, out], a tensor of its own (not a view)
     h = F.linear(self.lora_dropout[name](flat), a.to(x.dtype))  # [tokens, r]
     out.addmm_(h, (b * self.scaling[name]).to(x.dtype).t())
     return out.view(*x.shape[:-1], out.shape[-1])
-
-
-@cache
-def _lean_class(cls: type) -> type:
-    """The subclass of PEFT's LoRA `cls` whose forward is `_lean_forward` (isinstance still holds)."""
-    return type(f"Lean{cls.__name__}", (cls,), {"forward": _lean_forward, "__module__": __name__,
-                                                "__doc__": f"{cls.__name__} adding its adapter by one GEMM."})
-
-
-def _original(cls: type) -> type:
-    """PEFT's class behind a lean subclass (or `cls` itself)."""
-    return cls.__bases__[0] if cls.__name__.startswith("Lean") and cls.__module__ == __name__ else cls
 
 
 def use_lean_lora(model: nn.Module, enabled: bool = True) -> int:
@@ -64,11 +53,8 @@ def use_lean_lora(model: nn.Module, enabled: bool = True) -> int:
         return 0
     n = 0
     for module in model.modules():
-        if not isinstance(module, LoraLinear):
+        if original_class(module) is not LoraLinear:  # PEFT's subclasses (quantised layers...) keep their own
             continue
-        original = _original(type(module))
-        if original is not LoraLinear:  # a PEFT subclass (quantised layers...): its own forward
-            continue
-        module.__class__ = _lean_class(original) if enabled else original
+        swap_forward(module, _lean_forward, "Lean", enabled)
         n += enabled
     return n
